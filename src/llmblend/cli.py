@@ -1,0 +1,193 @@
+"""``llmblend``: the command line (typer + rich). One entry point, subcommands by topic."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import track as rich_track
+from rich.table import Table
+
+from llmblend.errors import LlmblendError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="llmblend: rank and fuse the answers of several LLMs (LLM-Blender and beyond).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Build, convert, validate and describe data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="The shared data folder (default: $LLMBLEND_DATA_DIR, else ../shared/data)."),
+]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn llmblend's own errors (and bad values) into a red message and exit code 2."""
+    try:
+        yield
+    except (LlmblendError, ValueError, FileNotFoundError) as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _progress(items: Iterable[T], description: str, total: int) -> Iterable[T]:
+    return rich_track(items, description=description, total=total, console=err_console, transient=True)
+
+
+@data_app.command("validate")
+def validate(
+    file: Annotated[Path, typer.Argument(help="A MixInstruct or preference JSONL file (.xz/.gz too).")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="mixinstruct or preferences (default: detected).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Print at most this many problems.")] = 200,
+) -> None:
+    """Check every line of FILE and list every problem (file:line: field: what is wrong).
+
+    Exit code 0 when the file is good, 1 when it has problems.
+    """
+    from llmblend.data.validate import validate_file
+
+    if fmt not in (None, "mixinstruct", "preferences"):
+        err_console.print(f"[bold red]error:[/] --format must be mixinstruct or preferences, got {fmt!r}")
+        raise typer.Exit(2)
+    with user_errors():
+        checked, count, problems = validate_file(file, fmt)  # type: ignore[arg-type]
+    for problem in problems[:limit]:
+        console.print(str(problem), highlight=False, soft_wrap=True)
+    if len(problems) > limit:
+        console.print(f"... and {len(problems) - limit} more")
+    if problems:
+        lines = len({p.line for p in problems})
+        console.print(f"[red]{len(problems)} problem(s) on {lines} of {count} line(s)[/] ({checked})")
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/]: {count} {checked} record(s) in {file}")
+
+
+@data_app.command("build")
+def build(
+    name: Annotated[str, typer.Argument(help="The benchmark to build: alpaca-blend.")],
+    out: Annotated[Path, typer.Option(help="Folder to write train.jsonl, dev.jsonl, pairs_train.jsonl.")],
+    data_dir: DataDir = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and of pair sampling.")] = 0,
+    dev_fraction: Annotated[float, typer.Option(help="Share of each sub-source that goes to dev.")] = 0.2,
+    pairs_per_instruction: Annotated[int, typer.Option(help="Training pairs sampled per train instruction.")] = 16,
+    min_margin: Annotated[
+        float, typer.Option(help="Drop pairs whose oracle scores differ by less (near-ties).")
+    ] = 0.1,
+) -> None:
+    """Build a benchmark from the shared data. Building twice gives byte-identical files."""
+    from llmblend.data.alpaca_blend import AlpacaBlendConfig, build_alpaca_blend
+    from llmblend.data.sources import locate_data_dir
+
+    with user_errors():
+        if name != "alpaca-blend":
+            raise ValueError(f"unknown benchmark {name!r}; available: alpaca-blend")
+        config = AlpacaBlendConfig(seed, dev_fraction, pairs_per_instruction, min_margin)
+        summary = build_alpaca_blend(locate_data_dir(data_dir), out, config, track=_progress)
+    p = summary.pairs
+    console.print(
+        f"alpaca-blend → {out}: train {summary.train}, dev {summary.dev} instructions "
+        f"(dev by sub-source {summary.dev_by_subsource})\n"
+        f"pairs_train: {p.sampled} pairs from {len(p.models)} models on {p.instructions} train "
+        f"instructions; of {p.possible} candidate pairs, {p.identical_text} had identical text and "
+        f"{p.near_ties} ({p.near_ties / max(p.possible, 1):.1%}) were near-ties (|Δ oracle| < {min_margin})",
+        highlight=False,
+    )
+
+
+@data_app.command("convert")
+def convert(
+    source: Annotated[str, typer.Argument(help="alpaca-eval, mt-bench, arena-bench, lima-test, vicuna80, hh-rlhf, hhh.")],
+    out: Annotated[Path, typer.Option(help="Output JSONL (MixInstruct, or TRL-style pairs for hh-rlhf/hhh).")],
+    data_dir: DataDir = None,
+    models: Annotated[str | None, typer.Option(help="alpaca-eval only: comma-separated candidate models.")] = None,
+) -> None:
+    """Convert a benchmark in the shared data folder to llmblend's formats."""
+    from llmblend.data.convert import CONVERTERS
+    from llmblend.data.convert import convert as run_convert
+    from llmblend.data.sources import locate_data_dir
+
+    with user_errors():
+        chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        count = run_convert(source, locate_data_dir(data_dir), out, chosen)
+    console.print(f"{source} → {out}: {count} {CONVERTERS[source].kind}")
+
+
+def _bar(share: float, width: int = 20) -> str:
+    return "█" * round(share * width)
+
+
+def _stats_tables(stats) -> list[Table]:  # noqa: ANN001 - DatasetStats
+    oracle = stats.oracle
+    models = sorted(stats.models, key=lambda m: -m.mean_scores.get(oracle, float("-inf")) if oracle else 0)
+    per_model = Table(title=f"Per model (oracle: {oracle or 'none'})", title_justify="left")
+    per_model.add_column("model")
+    per_model.add_column("n", justify="right")
+    for name in stats.score_names:
+        per_model.add_column(f"mean {name}", justify="right")
+    per_model.add_column("best (Fig. 1)", justify="left")
+    per_model.add_column("words mean", justify="right")
+    per_model.add_column("words median", justify="right")
+    per_model.add_column("empty", justify="right")
+    for m in models:
+        scores = [f"{m.mean_scores[n]:.4f}" if n in m.mean_scores else "-" for n in stats.score_names]
+        best = f"{m.best_share:6.1%} {_bar(m.best_share)}" if oracle else "-"
+        row = [m.model, str(m.candidates), *scores, best, f"{m.mean_words:.0f}", f"{m.median_words:.0f}", str(m.empty)]
+        per_model.add_row(*row)
+    tables = [per_model]
+    if stats.selection:
+        selection = Table(title=f"Selecting one answer per instruction: mean {oracle}", title_justify="left")
+        selection.add_column("rule")
+        selection.add_column(f"mean {oracle}", justify="right")
+        for rule, value in sorted(stats.selection.items(), key=lambda kv: -kv[1]):
+            style = "bold" if not rule.startswith("model: ") else None
+            selection.add_row(rule, f"{value:.4f}", style=style)
+        tables.append(selection)
+    return tables
+
+
+@data_app.command("stats")
+def stats(
+    file: Annotated[Path, typer.Argument(help="A MixInstruct JSONL file.")],
+    oracle: Annotated[
+        str | None, typer.Option(help="Score that says which answer is best (default: gpt4_win if present).")
+    ] = None,
+) -> None:
+    """Per-model scores, the best-model distribution, lengths, and simple selection rules."""
+    from llmblend.data.mixinstruct import read_mixinstruct
+    from llmblend.data.stats import dataset_stats
+
+    with user_errors():
+        result = dataset_stats(read_mixinstruct(file), oracle)
+    console.print(
+        f"{file}: {result.examples} examples, {result.candidates} candidates, "
+        f"scores: {', '.join(result.score_names) or 'none'}",
+        highlight=False,
+    )
+    for table in _stats_tables(result):
+        console.print(table)

@@ -1,0 +1,201 @@
+"""JSON-lines plumbing: compressed reading, line-numbered parsing, checked records, atomic writes.
+
+Every reader in :mod:`llmblend.data` goes through :func:`iter_checked_records`, so a bad line always
+produces the same kind of error: file, line number, field, and what was expected.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import lzma
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from llmblend.errors import DataFormatError, DataNotFoundError, DataProblem
+
+#: A record checker returns (field, message) for each problem it finds; empty when the record is good.
+FieldProblem = tuple[str | None, str]
+RecordCheck = Callable[[Any], list[FieldProblem]]
+
+
+def open_text(path: str | Path) -> IO[str]:
+    """Open a text file for reading, decompressing ``.xz`` and ``.gz`` transparently."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"no such file: {path}")
+    if path.suffix == ".xz":
+        return lzma.open(path, "rt", encoding="utf-8")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open("r", encoding="utf-8")
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, text) for each non-blank line, streaming."""
+    with open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                yield number, line
+
+
+def parse_line(path: str | Path, number: int, line: str) -> Any:
+    """Parse one JSON line; a :class:`DataFormatError` naming file and line if it is not JSON."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataFormatError(
+            DataProblem(str(path), number, None, f"not valid JSON ({exc.msg} at column {exc.colno})")
+        ) from None
+
+
+def read_jsonl(path: str | Path) -> Iterator[Any]:
+    """Yield each parsed JSON value of a JSONL file (no schema check)."""
+    for number, line in iter_lines(path):
+        yield parse_line(path, number, line)
+
+
+def _unique_key_problem(record: Any, seen: set[str], unique_key: str | None) -> str | None:
+    if unique_key is None or not isinstance(record, dict) or unique_key not in record:
+        return None
+    key = str(record[unique_key])
+    if key in seen:
+        return f"duplicate {unique_key} {key!r}: each record needs its own"
+    seen.add(key)
+    return None
+
+
+def _line_problems(
+    path: str | Path, number: int, line: str, check: RecordCheck, seen: set[str], unique_key: str | None
+) -> tuple[Any, list[DataProblem]]:
+    record = parse_line(path, number, line)
+    problems = [DataProblem(str(path), number, f, m) for f, m in check(record)]
+    duplicate = _unique_key_problem(record, seen, unique_key)
+    if duplicate:
+        problems.append(DataProblem(str(path), number, unique_key, duplicate))
+    return record, problems
+
+
+def iter_checked_records(
+    path: str | Path, check: RecordCheck, unique_key: str | None = "id"
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, record) for records that pass ``check``; raise on the first bad one.
+
+    Streams: memory grows only with the set of ``unique_key`` values seen.
+    """
+    seen: set[str] = set()
+    for number, line in iter_lines(path):
+        record, problems = _line_problems(path, number, line, check, seen, unique_key)
+        if problems:
+            raise DataFormatError(problems[0], more=len(problems) - 1)
+        yield number, record
+
+
+def collect_problems(
+    path: str | Path, check: RecordCheck, unique_key: str | None = "id"
+) -> tuple[int, list[DataProblem]]:
+    """Check every line of a file; return (number of records, every problem found)."""
+    seen: set[str] = set()
+    problems: list[DataProblem] = []
+    count = 0
+    for number, line in iter_lines(path):
+        count += 1
+        try:
+            problems += _line_problems(path, number, line, check, seen, unique_key)[1]
+        except DataFormatError as exc:
+            problems.append(exc.problem)
+    return count, problems
+
+
+def dumps(record: Any) -> str:
+    """One JSON line, UTF-8 kept as is (as the MixInstruct files are written)."""
+    return json.dumps(record, ensure_ascii=False)
+
+
+def write_jsonl(records: Iterable[Any], path: str | Path) -> int:
+    """Write records to ``path`` atomically (temporary file, then rename); return the count.
+
+    A crash mid-write leaves any earlier file at ``path`` untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            for record in records:
+                handle.write(dumps(record) + "\n")
+                count += 1
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a data file is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+class FieldChecker:
+    """Collects (field, message) problems while checking one record's fields."""
+
+    def __init__(self) -> None:
+        self.problems: list[FieldProblem] = []
+
+    def fail(self, field: str | None, message: str) -> None:
+        self.problems.append((field, message))
+
+    def get(
+        self,
+        record: dict[str, Any],
+        key: str,
+        types: type | tuple[type, ...],
+        field: str,
+        *,
+        required: bool = True,
+        nullable: bool = False,
+    ) -> Any:
+        """The value at ``key`` if it has one of ``types``; records a problem and returns None if not."""
+        if key not in record:
+            if required:
+                self.fail(field, f"missing; expected {describe(types, nullable)}")
+            return None
+        value = record[key]
+        if value is None and nullable:
+            return None
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+            self.fail(field, f"expected {describe(types, nullable)}, got {type_name(value)} {short(value)}")
+            return None
+        return value
+
+    def require_object(self, value: Any, field: str | None = None) -> bool:
+        if isinstance(value, dict):
+            return True
+        self.fail(field, f"expected a JSON object, got {type_name(value)} {short(value)}")
+        return False
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+_JSON_NAMES = {str: "a string", int: "a number", float: "a number", list: "a list", dict: "an object", bool: "true/false"}
+
+
+def describe(types: type | tuple[type, ...], nullable: bool = False) -> str:
+    names = list(dict.fromkeys(_JSON_NAMES.get(t, t.__name__) for t in _as_tuple(types)))
+    if nullable:
+        names.append("null")
+    return " or ".join(names)
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return describe(type(value))
+
+
+def short(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

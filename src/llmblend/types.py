@@ -1,0 +1,111 @@
+"""The data model shared by every part of llmblend.
+
+An :class:`Example` is one MixInstruct record (LLM-Blender §2, the MixInstruct dataset): an
+instruction, an optional input, an optional reference output, and the candidates that N LLMs
+gave for it. A :class:`PreferencePair` is one pairwise judgement, the unit PairRanker learns from
+(§3.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeAlias
+
+ROLES: Final = ("system", "user", "assistant")
+
+#: The four verdicts MixInstruct's ``cmp_results`` uses for a "modelA,modelB" key.
+CMP_VERDICTS: Final = ("A is better", "B is better", "Same good", "Same bad")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One turn of a conversation; ``role`` is one of :data:`ROLES`."""
+
+    role: str
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"message role {self.role!r} is not one of {', '.join(ROLES)}")
+
+
+#: An instruction is plain text, or a multi-turn conversation ending with a user turn.
+Prompt: TypeAlias = str | list[Message]
+
+
+def as_prompt(messages: list[Message]) -> Prompt:
+    """A single user turn as plain text; anything longer stays a conversation."""
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0].content
+    return list(messages)
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """Flatten a prompt to text: a string as is, a conversation as "role: content" lines."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n\n".join(f"{m.role}: {m.content}" for m in prompt)
+
+
+@dataclass(slots=True)
+class Candidate:
+    """One LLM's answer to an example, with any scores it has (metric name → value)."""
+
+    model: str
+    text: str
+    scores: dict[str, float] = field(default_factory=dict)
+    decoding_method: str = "unknown"
+
+
+@dataclass(slots=True)
+class Example:
+    """One instruction with its candidates, in MixInstruct's shape.
+
+    ``cmp_results`` maps "modelA,modelB" to one of :data:`CMP_VERDICTS`; on disk MixInstruct
+    stores it as a JSON *string*, in memory it is a dict. ``extra`` keeps any other top-level
+    fields of a record so that reading and writing a file loses nothing.
+    """
+
+    id: str
+    instruction: Prompt
+    input: str = ""
+    output: str | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    cmp_results: dict[str, str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        """The text a ranker reads as the source: instruction, then input when there is one."""
+        text = prompt_text(self.instruction)
+        return f"{text}\n\n{self.input}" if self.input else text
+
+    @property
+    def models(self) -> list[str]:
+        return [c.model for c in self.candidates]
+
+    def candidate(self, model: str) -> Candidate:
+        """The candidate of ``model``; KeyError naming the models present if there is none."""
+        for c in self.candidates:
+            if c.model == model:
+                return c
+        raise KeyError(f"example {self.id!r} has no candidate from {model!r}; has {self.models}")
+
+
+@dataclass(slots=True)
+class PreferencePair:
+    """A prompt with a preferred (``chosen``) and a dispreferred (``rejected``) answer.
+
+    ``source`` names where the judgement comes from (e.g. ``"alpaca_eval"``, ``"hh_rlhf"``);
+    the optional fields keep provenance: the example id, the two models, and the oracle margin
+    (chosen score − rejected score) when the label came from scores (LLM-Blender §3.1).
+    """
+
+    prompt: Prompt
+    chosen: str
+    rejected: str
+    source: str
+    id: str | None = None
+    chosen_model: str | None = None
+    rejected_model: str | None = None
+    margin: float | None = None
