@@ -26,7 +26,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Build, convert, validate and describe data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 DataDir = Annotated[
@@ -95,7 +95,9 @@ def build(
     data_dir: DataDir = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and of pair sampling.")] = 0,
     dev_fraction: Annotated[float, typer.Option(help="Share of each sub-source that goes to dev.")] = 0.2,
-    pairs_per_instruction: Annotated[int, typer.Option(help="Training pairs sampled per train instruction.")] = 16,
+    pairs_per_instruction: Annotated[
+        int, typer.Option(help="Training pairs sampled per train instruction.")
+    ] = 16,
     min_margin: Annotated[
         float, typer.Option(help="Drop pairs whose oracle scores differ by less (near-ties).")
     ] = 0.1,
@@ -122,10 +124,16 @@ def build(
 
 @data_app.command("convert")
 def convert(
-    source: Annotated[str, typer.Argument(help="alpaca-eval, mt-bench, arena-bench, lima-test, vicuna80, hh-rlhf, hhh.")],
-    out: Annotated[Path, typer.Option(help="Output JSONL (MixInstruct, or TRL-style pairs for hh-rlhf/hhh).")],
+    source: Annotated[
+        str, typer.Argument(help="alpaca-eval, mt-bench, arena-bench, lima-test, vicuna80, hh-rlhf, hhh.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Output JSONL (MixInstruct, or TRL-style pairs for hh-rlhf/hhh).")
+    ],
     data_dir: DataDir = None,
-    models: Annotated[str | None, typer.Option(help="alpaca-eval only: comma-separated candidate models.")] = None,
+    models: Annotated[
+        str | None, typer.Option(help="alpaca-eval only: comma-separated candidate models.")
+    ] = None,
 ) -> None:
     """Convert a benchmark in the shared data folder to llmblend's formats."""
     from llmblend.data.convert import CONVERTERS
@@ -142,7 +150,7 @@ def _bar(share: float, width: int = 20) -> str:
     return "█" * round(share * width)
 
 
-def _stats_tables(stats) -> list[Table]:  # noqa: ANN001 - DatasetStats
+def _stats_tables(stats) -> list[Table]:
     oracle = stats.oracle
     models = sorted(stats.models, key=lambda m: -m.mean_scores.get(oracle, float("-inf")) if oracle else 0)
     per_model = Table(title=f"Per model (oracle: {oracle or 'none'})", title_justify="left")
@@ -157,7 +165,15 @@ def _stats_tables(stats) -> list[Table]:  # noqa: ANN001 - DatasetStats
     for m in models:
         scores = [f"{m.mean_scores[n]:.4f}" if n in m.mean_scores else "-" for n in stats.score_names]
         best = f"{m.best_share:6.1%} {_bar(m.best_share)}" if oracle else "-"
-        row = [m.model, str(m.candidates), *scores, best, f"{m.mean_words:.0f}", f"{m.median_words:.0f}", str(m.empty)]
+        row = [
+            m.model,
+            str(m.candidates),
+            *scores,
+            best,
+            f"{m.mean_words:.0f}",
+            f"{m.median_words:.0f}",
+            str(m.empty),
+        ]
         per_model.add_row(*row)
     tables = [per_model]
     if stats.selection:

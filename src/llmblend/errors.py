@@ -49,4 +49,3 @@ class MissingExtraError(LlmblendError, ImportError):
             f"{purpose} needs the '{package}' package, which is not installed; "
             f"run: pip install 'llmblend[{extra}]'"
         )
-

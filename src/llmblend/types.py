@@ -77,8 +77,7 @@ class Example:
     @property
     def source(self) -> str:
         """The text a ranker reads as the source: instruction, then input when there is one."""
-        text = prompt_text(self.instruction)
-        return f"{text}\n\n{self.input}" if self.input else text
+        return "\n\n".join(part for part in (prompt_text(self.instruction), self.input) if part)
 
     @property
     def models(self) -> list[str]:
@@ -97,15 +96,16 @@ class PreferencePair:
     """A prompt with a preferred (``chosen``) and a dispreferred (``rejected``) answer.
 
     ``source`` names where the judgement comes from (e.g. ``"alpaca_eval"``, ``"hh_rlhf"``);
-    the optional fields keep provenance: the example id, the two models, and the oracle margin
-    (chosen score − rejected score) when the label came from scores (LLM-Blender §3.1).
+    the optional fields keep provenance: the example the pair was drawn from (several pairs may
+    share one), the two models, and the oracle margin (chosen score − rejected score) when the
+    label came from scores (LLM-Blender §3.1).
     """
 
     prompt: Prompt
     chosen: str
     rejected: str
     source: str
-    id: str | None = None
+    example_id: str | None = None
     chosen_model: str | None = None
     rejected_model: str | None = None
     margin: float | None = None

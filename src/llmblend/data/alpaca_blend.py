@@ -147,7 +147,7 @@ def sample_pairs(
             chosen=row.outputs[win],
             rejected=row.outputs[lose],
             source="alpaca_eval",
-            id=row.example_id,
+            example_id=row.example_id,
             chosen_model=win,
             rejected_model=lose,
             margin=round(scores[win] - scores[lose], 6),

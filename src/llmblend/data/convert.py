@@ -45,7 +45,9 @@ CONVERTERS: dict[str, Converter] = {
             "scores.gpt4_win = P(beats gpt4_1106_preview), output = gpt4_1106_preview's answer",
             _alpaca_eval,
         ),
-        Converter("mt-bench", "examples", "MT-bench first turns × 32 models", _no_models(fastchat.mt_bench_examples)),
+        Converter(
+            "mt-bench", "examples", "MT-bench first turns × 32 models", _no_models(fastchat.mt_bench_examples)
+        ),
         Converter(
             "arena-bench",
             "examples",
@@ -53,10 +55,16 @@ CONVERTERS: dict[str, Converter] = {
             _no_models(fastchat.arena_bench_examples),
         ),
         Converter(
-            "lima-test", "examples", "LIMA-test × 4 models, scores.gpt4_score (1-10)", _no_models(fastchat.lima_test_examples)
+            "lima-test",
+            "examples",
+            "LIMA-test × 4 models, scores.gpt4_score (1-10)",
+            _no_models(fastchat.lima_test_examples),
         ),
         Converter(
-            "vicuna80", "examples", "Vicuna-80 × 8 models, GPT-4 reviews as cmp_results", _no_models(vicuna80.vicuna80_examples)
+            "vicuna80",
+            "examples",
+            "Vicuna-80 × 8 models, GPT-4 reviews as cmp_results",
+            _no_models(vicuna80.vicuna80_examples),
         ),
         Converter(
             "hh-rlhf",

@@ -180,7 +180,14 @@ def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
     return types if isinstance(types, tuple) else (types,)
 
 
-_JSON_NAMES = {str: "a string", int: "a number", float: "a number", list: "a list", dict: "an object", bool: "true/false"}
+_JSON_NAMES = {
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+    bool: "true/false",
+}
 
 
 def describe(types: type | tuple[type, ...], nullable: bool = False) -> str:

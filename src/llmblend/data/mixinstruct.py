@@ -115,7 +115,9 @@ def _check_cmp_results(checker: FieldChecker, record: dict[str, Any], models: se
         elif unknown := [m for m in pair if m not in models]:
             checker.fail(f"cmp_results[{key!r}]", f"model(s) {unknown} have no candidate")
         if verdict not in CMP_VERDICTS:
-            checker.fail(f"cmp_results[{key!r}]", f"expected one of {list(CMP_VERDICTS)}, got {short(verdict)}")
+            checker.fail(
+                f"cmp_results[{key!r}]", f"expected one of {list(CMP_VERDICTS)}, got {short(verdict)}"
+            )
 
 
 def check_record(record: Any) -> list[FieldProblem]:

@@ -7,7 +7,7 @@ Read, each line one of:
 * implicit prompt: ``{"chosen": [messages], "rejected": [messages]}`` — full conversations that share
   every turn but the last assistant one.
 
-Optional keys ``source``, ``id``, ``chosen_model``, ``rejected_model``, ``margin`` are kept; other
+Optional keys ``source``, ``example_id``, ``chosen_model``, ``rejected_model``, ``margin`` are kept; other
 keys are ignored. Written: the standard form (a conversation prompt stays a list of messages),
 plus the optional keys that are set.
 """
@@ -29,7 +29,13 @@ from llmblend.data.mixinstruct import check_prompt, prompt_from_json, prompt_to_
 from llmblend.errors import DataProblem
 from llmblend.types import PreferencePair
 
-OPTIONAL_FIELDS = {"source": str, "id": str, "chosen_model": str, "rejected_model": str, "margin": (int, float)}
+OPTIONAL_FIELDS = {
+    "source": str,
+    "example_id": str,
+    "chosen_model": str,
+    "rejected_model": str,
+    "margin": (int, float),
+}
 
 
 def _check_answer(checker: FieldChecker, value: Any, field: str, implicit: bool) -> None:
@@ -81,7 +87,7 @@ def pair_from_record(record: dict[str, Any], default_source: str = "") -> Prefer
         chosen=_answer_text(record["chosen"]),
         rejected=_answer_text(record["rejected"]),
         source=record.get("source") or default_source,
-        id=record.get("id"),
+        example_id=record.get("example_id"),
         chosen_model=record.get("chosen_model"),
         rejected_model=record.get("rejected_model"),
         margin=None if record.get("margin") is None else float(record["margin"]),
@@ -95,7 +101,7 @@ def record_from_pair(pair: PreferencePair) -> dict[str, Any]:
         "rejected": pair.rejected,
         "source": pair.source,
     }
-    for key in ("id", "chosen_model", "rejected_model", "margin"):
+    for key in ("example_id", "chosen_model", "rejected_model", "margin"):
         if (value := getattr(pair, key)) is not None:
             record[key] = value
     return record
@@ -104,7 +110,7 @@ def record_from_pair(pair: PreferencePair) -> dict[str, Any]:
 def read_preferences(path: str | Path) -> Iterator[PreferencePair]:
     """Stream the pairs of a preference JSONL file; ``source`` defaults to the file's stem."""
     default_source = Path(path).name.split(".")[0]
-    for _, record in iter_checked_records(path, check_pair_record):
+    for _, record in iter_checked_records(path, check_pair_record, unique_key=None):
         yield pair_from_record(record, default_source)
 
 
@@ -114,5 +120,4 @@ def write_preferences(pairs: Iterable[PreferencePair], path: str | Path) -> int:
 
 
 def validate_preferences(path: str | Path) -> tuple[int, list[DataProblem]]:
-    return collect_problems(path, check_pair_record)
-
+    return collect_problems(path, check_pair_record, unique_key=None)

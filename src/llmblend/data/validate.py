@@ -15,7 +15,7 @@ Format = Literal["mixinstruct", "preferences"]
 
 
 def detect_format(path: str | Path) -> Format:
-    """"preferences" if the first JSON object has ``chosen``, else "mixinstruct"."""
+    """ "preferences" if the first JSON object has ``chosen``, else "mixinstruct"."""
     for _, line in iter_lines(path):
         try:
             record = json.loads(line)

@@ -36,7 +36,9 @@ class FastChatBench:
 
 MT_BENCH = FastChatBench("mt_bench", "mt_bench")
 ARENA_BENCH = FastChatBench("arena_bench_v1", "arena_bench_v1", judgments=("model_judgment/*.jsonl.xz",))
-LIMA_TEST = FastChatBench("lima_test", "lima_test", judgments=("model_judgment/gpt-4_single.jsonl",), reference=None)
+LIMA_TEST = FastChatBench(
+    "lima_test", "lima_test", judgments=("model_judgment/gpt-4_single.jsonl",), reference=None
+)
 
 
 def _first_turns(path: Path) -> dict[str, str]:
@@ -56,7 +58,9 @@ def _answers(folder: Path) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     return answers, names
 
 
-def _judge_scores(folder: Path, patterns: Iterable[str], names: dict[str, str]) -> dict[tuple[str, str], float]:
+def _judge_scores(
+    folder: Path, patterns: Iterable[str], names: dict[str, str]
+) -> dict[tuple[str, str], float]:
     """(model, question id) → GPT-4 score of the first turn; judgements without a score are skipped."""
     scores: dict[tuple[str, str], float] = {}
     for pattern in patterns:

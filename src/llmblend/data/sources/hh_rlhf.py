@@ -27,7 +27,9 @@ def parse_transcript(text: str) -> list[Message]:
     parts = _TURN.split(text)
     if parts[0].strip():
         raise ValueError(f"transcript does not start with a Human/Assistant turn: {parts[0][:40]!r}")
-    return [Message(_ROLE[role], content.strip()) for role, content in zip(parts[1::2], parts[2::2], strict=True)]
+    return [
+        Message(_ROLE[role], content.strip()) for role, content in zip(parts[1::2], parts[2::2], strict=True)
+    ]
 
 
 def split_pair(chosen: list[Message], rejected: list[Message]) -> tuple[list[Message], str, str] | None:
@@ -53,6 +55,8 @@ def hh_rlhf_pairs(path: Path, source: str = "hh_rlhf") -> Iterator[PreferencePai
             skipped += 1
             continue
         prompt, chosen, rejected = parts
-        yield PreferencePair(as_prompt(prompt), chosen, rejected, source, id=f"{Path(path).name}:{number}")
+        yield PreferencePair(
+            as_prompt(prompt), chosen, rejected, source, example_id=f"{Path(path).name}:{number}"
+        )
     if skipped:
         log.warning("%s: skipped %d pair(s) whose transcripts differ before the last turn", path, skipped)

@@ -42,5 +42,7 @@ def hhh_pairs(path: Path) -> list[PreferencePair]:
             raise ValueError(f"{path}: item {index}: {exc}") from None
         if rejected_instruction != instruction:
             raise ValueError(f"{path}: item {index}: chosen and rejected embed different instructions")
-        pairs.append(PreferencePair(instruction, chosen, rejected, f"hhh/{item['source']}", id=f"hhh/{index}"))
+        pairs.append(
+            PreferencePair(instruction, chosen, rejected, f"hhh/{item['source']}", example_id=f"hhh/{index}")
+        )
     return pairs

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_core_import_does_not_load_heavy_extras() -> None:
+    code = (
+        "import sys, llmblend, llmblend.data, llmblend.data.stats, llmblend.cli; "
+        "heavy = [m for m in ('torch', 'transformers', 'datasets', 'pyarrow') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_torch_is_installed_so_the_check_above_means_something() -> None:
+    import torch
+
+    assert torch.__version__.startswith("2.13.0")
+
+
+def test_public_api() -> None:
+    import llmblend
+
+    for name in llmblend.__all__:
+        assert hasattr(llmblend, name), name
