@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from llmblend.cli import app
@@ -55,6 +56,7 @@ def test_convert_writes_a_valid_file(tmp_path: Path, data_dir: Path) -> None:
     assert unknown.exit_code == 2 and "choose one of alpaca-eval" in unknown.output
 
 
+@pytest.mark.slow
 def test_build_and_stats_as_a_real_process(tmp_path: Path, data_dir: Path) -> None:
     """What `make demo` runs, through the installed console script."""
     exe = Path(sys.executable).with_name("llmblend")

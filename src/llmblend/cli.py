@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.progress import track as rich_track
 from rich.table import Table
 
 from llmblend.errors import LlmblendError
+
+if TYPE_CHECKING:
+    from llmblend.data.stats import DatasetStats
 
 T = TypeVar("T")
 
@@ -26,8 +30,16 @@ app = typer.Typer(
 data_app = typer.Typer(help="Build, convert, validate and describe data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
+
+def _console(stderr: bool = False) -> Console:
+    """A console that, when piped or redirected, is wide enough for our tables (rich assumes 80)."""
+    probe = Console(stderr=stderr)
+    width = None if probe.is_terminal or os.environ.get("COLUMNS") else 160
+    return Console(stderr=stderr, width=width, soft_wrap=True)
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 DataDir = Annotated[
     Path | None,
@@ -146,45 +158,39 @@ def convert(
     console.print(f"{source} → {out}: {count} {CONVERTERS[source].kind}")
 
 
-def _bar(share: float, width: int = 20) -> str:
+def _bar(share: float, width: int = 10) -> str:
     return "█" * round(share * width)
 
 
-def _stats_tables(stats) -> list[Table]:
+def _per_model_table(stats: DatasetStats) -> Table:
     oracle = stats.oracle
     models = sorted(stats.models, key=lambda m: -m.mean_scores.get(oracle, float("-inf")) if oracle else 0)
-    per_model = Table(title=f"Per model (oracle: {oracle or 'none'})", title_justify="left")
-    per_model.add_column("model")
-    per_model.add_column("n", justify="right")
+    table = Table(
+        title=f"Per model: mean scores, best-model share (Fig. 1) by {oracle}", title_justify="left"
+    )
+    table.add_column("model", no_wrap=True)
+    table.add_column("n", justify="right")
     for name in stats.score_names:
-        per_model.add_column(f"mean {name}", justify="right")
-    per_model.add_column("best (Fig. 1)", justify="left")
-    per_model.add_column("words mean", justify="right")
-    per_model.add_column("words median", justify="right")
-    per_model.add_column("empty", justify="right")
+        table.add_column(name, justify="right")
+    table.add_column("best", justify="right")
+    table.add_column("", no_wrap=True)
+    for header in ("words", "median", "empty"):
+        table.add_column(header, justify="right")
     for m in models:
-        scores = [f"{m.mean_scores[n]:.4f}" if n in m.mean_scores else "-" for n in stats.score_names]
-        best = f"{m.best_share:6.1%} {_bar(m.best_share)}" if oracle else "-"
-        row = [
-            m.model,
-            str(m.candidates),
-            *scores,
-            best,
-            f"{m.mean_words:.0f}",
-            f"{m.median_words:.0f}",
-            str(m.empty),
-        ]
-        per_model.add_row(*row)
-    tables = [per_model]
-    if stats.selection:
-        selection = Table(title=f"Selecting one answer per instruction: mean {oracle}", title_justify="left")
-        selection.add_column("rule")
-        selection.add_column(f"mean {oracle}", justify="right")
-        for rule, value in sorted(stats.selection.items(), key=lambda kv: -kv[1]):
-            style = "bold" if not rule.startswith("model: ") else None
-            selection.add_row(rule, f"{value:.4f}", style=style)
-        tables.append(selection)
-    return tables
+        scores = [f"{m.mean_scores[n]:.4g}" if n in m.mean_scores else "-" for n in stats.score_names]
+        best = [f"{m.best_share:.1%}", _bar(m.best_share)] if oracle else ["-", ""]
+        words = [f"{m.mean_words:.0f}", f"{m.median_words:.0f}", str(m.empty)]
+        table.add_row(m.model, str(m.candidates), *scores, *best, *words)
+    return table
+
+
+def _selection_table(stats: DatasetStats) -> Table:
+    table = Table(title=f"Selecting one answer per instruction: mean {stats.oracle}", title_justify="left")
+    table.add_column("rule", no_wrap=True)
+    table.add_column(f"mean {stats.oracle}", justify="right")
+    for rule, value in sorted((stats.selection or {}).items(), key=lambda kv: -kv[1]):
+        table.add_row(rule, f"{value:.4f}", style=None if rule.startswith("model: ") else "bold")
+    return table
 
 
 @data_app.command("stats")
@@ -205,5 +211,6 @@ def stats(
         f"scores: {', '.join(result.score_names) or 'none'}",
         highlight=False,
     )
-    for table in _stats_tables(result):
-        console.print(table)
+    console.print(_per_model_table(result))
+    if result.selection:
+        console.print(_selection_table(result))

@@ -18,6 +18,8 @@ from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.data.preferences import read_preferences
 from llmblend.data.sources import alpaca_eval
 
+pytestmark = pytest.mark.slow  # builds the benchmark from the whole AlpacaEval dump
+
 
 def subsource(example_id: str) -> str:
     return example_id.split("/")[0]

@@ -26,6 +26,7 @@ def test_alpaca_eval_scores_are_preference_minus_one(data_dir: Path) -> None:
                 break
 
 
+@pytest.mark.slow
 def test_alpaca_eval_examples(data_dir: Path) -> None:
     examples = list(alpaca_eval.alpaca_eval_examples(data_dir, ["alpaca-7b", "phi-2"]))
     assert len(examples) == 600
