@@ -29,13 +29,17 @@ def test_validate_good_and_bad_files(sample_file: Path, tmp_path: Path) -> None:
     lines = sample_file.read_text().splitlines()
     broken = json.loads(lines[1])
     broken["candidates"] = []
-    bad.write_text("\n".join([lines[0], "{oops", json.dumps(broken), lines[0]]) + "\n")
+    markup = json.loads(lines[2])
+    markup["id"] = "[bold]x"
+    del markup["candidates"][0]["text"]
+    bad.write_text("\n".join([lines[0], "{oops", json.dumps(broken), lines[0], json.dumps(markup)]) + "\n")
     result = runner.invoke(app, ["data", "validate", str(bad)], terminal_width=300)
     assert result.exit_code == 1
     assert f"{bad}:2: not valid JSON" in result.output
     assert f"{bad}:3: candidates: empty" in result.output
     assert f"{bad}:4: id: duplicate id 'unified_chip2/69962'" in result.output
-    assert "problem(s) on 3 of 4 line(s)" in result.output
+    assert f"{bad}:5: candidates[0].text: missing" in result.output  # brackets are not rich markup
+    assert "problem(s) on 4 of 5 line(s)" in result.output
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -6,12 +6,14 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import track as rich_track
 from rich.table import Table
 
@@ -41,6 +43,16 @@ def _console(stderr: bool = False) -> Console:
 console = _console()
 err_console = _console(stderr=True)
 
+
+class FileFormat(StrEnum):
+    mixinstruct = "mixinstruct"
+    preferences = "preferences"
+
+
+class Benchmark(StrEnum):
+    alpaca_blend = "alpaca-blend"
+
+
 DataDir = Annotated[
     Path | None,
     typer.Option(help="The shared data folder (default: $LLMBLEND_DATA_DIR, else ../shared/data)."),
@@ -62,7 +74,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (LlmblendError, ValueError, FileNotFoundError) as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -74,7 +86,7 @@ def _progress(items: Iterable[T], description: str, total: int) -> Iterable[T]:
 def validate(
     file: Annotated[Path, typer.Argument(help="A MixInstruct or preference JSONL file (.xz/.gz too).")],
     fmt: Annotated[
-        str | None, typer.Option("--format", help="mixinstruct or preferences (default: detected).")
+        FileFormat | None, typer.Option("--format", help="The file's format (default: detected).")
     ] = None,
     limit: Annotated[int, typer.Option(help="Print at most this many problems.")] = 200,
 ) -> None:
@@ -84,13 +96,10 @@ def validate(
     """
     from llmblend.data.validate import validate_file
 
-    if fmt not in (None, "mixinstruct", "preferences"):
-        err_console.print(f"[bold red]error:[/] --format must be mixinstruct or preferences, got {fmt!r}")
-        raise typer.Exit(2)
     with user_errors():
-        checked, count, problems = validate_file(file, fmt)  # type: ignore[arg-type]
+        checked, count, problems = validate_file(file, fmt.value if fmt else None)
     for problem in problems[:limit]:
-        console.print(str(problem), highlight=False, soft_wrap=True)
+        console.print(str(problem), markup=False, highlight=False)
     if len(problems) > limit:
         console.print(f"... and {len(problems) - limit} more")
     if problems:
@@ -102,7 +111,7 @@ def validate(
 
 @data_app.command("build")
 def build(
-    name: Annotated[str, typer.Argument(help="The benchmark to build: alpaca-blend.")],
+    name: Annotated[Benchmark, typer.Argument(help="The benchmark to build.")],
     out: Annotated[Path, typer.Option(help="Folder to write train.jsonl, dev.jsonl, pairs_train.jsonl.")],
     data_dir: DataDir = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and of pair sampling.")] = 0,
@@ -119,8 +128,6 @@ def build(
     from llmblend.data.sources import locate_data_dir
 
     with user_errors():
-        if name != "alpaca-blend":
-            raise ValueError(f"unknown benchmark {name!r}; available: alpaca-blend")
         config = AlpacaBlendConfig(seed, dev_fraction, pairs_per_instruction, min_margin)
         summary = build_alpaca_blend(locate_data_dir(data_dir), out, config, track=_progress)
     p = summary.pairs

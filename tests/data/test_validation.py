@@ -36,24 +36,24 @@ def file_with(tmp_path: Path, bad: dict | str) -> Path:
     return write_lines(tmp_path / "data.jsonl", [json.dumps(good_record("a/0")), bad_line])
 
 
-def mutate(**changes) -> dict:
-    record = good_record()
+def apply(target: dict, changes: dict) -> None:
+    """Set each key to its value, or delete it when the value is KeyError."""
     for key, value in changes.items():
         if value is KeyError:
-            del record[key]
+            del target[key]
         else:
-            record[key] = value
+            target[key] = value
+
+
+def mutate(**changes) -> dict:
+    record = good_record()
+    apply(record, changes)
     return record
 
 
 def bad_candidate(**changes) -> dict:
     record = good_record()
-    candidate = record["candidates"][1]
-    for key, value in changes.items():
-        if value is KeyError:
-            del candidate[key]
-        else:
-            candidate[key] = value
+    apply(record["candidates"][1], changes)
     return record
 
 
