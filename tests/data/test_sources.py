@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from llmblend.data.sources import alpaca_eval, fastchat, hh_rlhf, hhh, vicuna80
+from llmblend.errors import DataFormatError
 from llmblend.types import Message
 
 
@@ -99,6 +100,14 @@ def test_hh_transcript_parsing() -> None:
     assert [m.role for m in hh_rlhf.parse_transcript(text)] == ["user", "assistant", "user", "assistant"]
     with pytest.raises(ValueError, match="does not start"):
         hh_rlhf.parse_transcript("garbage\n\nHuman: hi")
+
+
+def test_hh_bad_line_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "hh.jsonl"
+    good = {"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: go"}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({"chosen": 1}) + "\n")
+    with pytest.raises(DataFormatError, match=r"hh.jsonl:2: chosen/rejected: expected two transcript"):
+        list(hh_rlhf.hh_rlhf_pairs(path))
 
 
 def test_hhh_pairs(data_dir: Path) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from llmblend.data.jsonl import iter_lines, parse_line
+from llmblend.errors import DataFormatError, DataProblem
 from llmblend.types import Message, PreferencePair, as_prompt
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ def hh_rlhf_pairs(path: Path, source: str = "hh_rlhf") -> Iterator[PreferencePai
     skipped = 0
     for number, line in iter_lines(path):
         record = parse_line(path, number, line)
+        if not isinstance(record, dict) or not all(
+            isinstance(record.get(k), str) for k in ("chosen", "rejected")
+        ):
+            problem = DataProblem(str(path), number, "chosen/rejected", "expected two transcript strings")
+            raise DataFormatError(problem)
         try:
             parts = split_pair(parse_transcript(record["chosen"]), parse_transcript(record["rejected"]))
         except ValueError:
