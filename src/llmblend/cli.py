@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import track as rich_track
 from rich.table import Table
 
+from llmblend.data.convert import CONVERTERS
 from llmblend.errors import LlmblendError
 
 if TYPE_CHECKING:
@@ -141,11 +142,12 @@ def build(
     )
 
 
-@data_app.command("convert")
+_SOURCES = "\n\n".join(f"{c.name} ({c.kind}): {c.description}" for c in CONVERTERS.values())
+
+
+@data_app.command("convert", epilog=f"Sources:\n\n{_SOURCES}")
 def convert(
-    source: Annotated[
-        str, typer.Argument(help="alpaca-eval, mt-bench, arena-bench, lima-test, vicuna80, hh-rlhf, hhh.")
-    ],
+    source: Annotated[str, typer.Argument(help="Which benchmark (listed below).")],
     out: Annotated[
         Path, typer.Option(help="Output JSONL (MixInstruct, or TRL-style pairs for hh-rlhf/hhh).")
     ],
@@ -155,7 +157,6 @@ def convert(
     ] = None,
 ) -> None:
     """Convert a benchmark in the shared data folder to llmblend's formats."""
-    from llmblend.data.convert import CONVERTERS
     from llmblend.data.convert import convert as run_convert
     from llmblend.data.sources import locate_data_dir
 
