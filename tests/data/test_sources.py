@@ -47,6 +47,11 @@ def test_alpaca_eval_refuses_null_model(data_dir: Path) -> None:
         next(alpaca_eval.alpaca_eval_examples(data_dir, ["alpaca-7b", "NullModel"]))
 
 
+def test_alpaca_eval_names_unknown_models(data_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"no outputs of \['alpaca-8b'\]; choose from .*alpaca-7b"):
+        next(alpaca_eval.alpaca_eval_examples(data_dir, ["alpaca-8b"]))
+
+
 def test_mt_bench(data_dir: Path) -> None:
     examples = fastchat.mt_bench_examples(data_dir)
     assert len(examples) == 80

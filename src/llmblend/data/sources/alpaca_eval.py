@@ -113,9 +113,11 @@ def alpaca_eval_examples(
     data_dir: Path, models: Collection[str], reference_model: str = BASELINE_MODEL
 ) -> Iterator[Example]:
     """Every AlpacaEval instruction as an example whose candidates come from ``models``."""
-    unknown = set(models) & EXCLUDED_MODELS
-    if unknown:
-        raise ValueError(f"{sorted(unknown)} game the judge and cannot be candidates; drop them")
+    if gaming := set(models) & EXCLUDED_MODELS:
+        raise ValueError(f"{sorted(gaming)} game the judge and cannot be candidates; drop them")
+    known = available_models(data_dir)
+    if unknown := [m for m in [*models, reference_model] if m not in known]:
+        raise ValueError(f"AlpacaEval has no outputs of {unknown}; choose from {', '.join(known)}")
     oracle = read_oracle_scores(data_dir)
     for row in iter_rows(data_dir, [*models, reference_model]):
         yield to_example(row, models, oracle, reference_model)
