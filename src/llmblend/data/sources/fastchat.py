@@ -41,8 +41,9 @@ LIMA_TEST = FastChatBench(
 )
 
 
-def _first_turns(path: Path) -> dict[str, str]:
-    return {str(r["question_id"]): r["choices"][0]["turns"][0] for r in read_jsonl(path)}
+def _first_turns(records: Iterable[dict]) -> dict[str, str]:
+    """Question id → the first turn of the first choice, for FastChat answer records."""
+    return {str(r["question_id"]): r["choices"][0]["turns"][0] for r in records}
 
 
 def _answers(folder: Path) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
@@ -52,7 +53,7 @@ def _answers(folder: Path) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     for path in sorted((folder / "model_answer").glob("*.jsonl")):
         model = path.name.removesuffix(".jsonl")
         records = list(read_jsonl(path))
-        answers[model] = {str(r["question_id"]): r["choices"][0]["turns"][0] for r in records}
+        answers[model] = _first_turns(records)
         names.update({r["model_id"]: model for r in records})
         names[model] = model
     return answers, names
@@ -82,7 +83,7 @@ def fastchat_examples(data_dir: Path, bench: FastChatBench) -> list[Example]:
     questions = list(read_jsonl(require_file(folder, "question.jsonl")))
     answers, names = _answers(folder)
     scores = _judge_scores(folder, bench.judgments, names)
-    references = _first_turns(folder / bench.reference) if bench.reference else {}
+    references = _first_turns(read_jsonl(folder / bench.reference)) if bench.reference else {}
     examples = []
     for question in questions:
         qid = str(question["question_id"])
