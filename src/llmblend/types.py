@@ -109,3 +109,44 @@ class PreferencePair:
     chosen_model: str | None = None
     rejected_model: str | None = None
     margin: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """One example's ranking of its candidates (LLM-Blender §3.2).
+
+    ``scores[i]`` belongs to candidate ``i`` (higher is better); ``order`` lists candidate indices
+    best first. ``n_forward`` counts model forward passes spent on the example (one per encoded
+    sequence: a pair for PairRanker, a candidate for a pointwise ranker, 0 for heuristics).
+    ``error`` is set, with empty scores and order, when the example could not be ranked.
+    """
+
+    scores: tuple[float, ...]
+    order: tuple[int, ...]
+    n_forward: int = 0
+    error: str | None = None
+
+    @classmethod
+    def from_scores(cls, scores: Any, n_forward: int = 0) -> Ranking:
+        """Rank by descending score; equal scores keep candidate order (a stable sort)."""
+        values = tuple(float(s) for s in scores)
+        order = tuple(sorted(range(len(values)), key=lambda i: -values[i]))
+        return cls(scores=values, order=order, n_forward=n_forward)
+
+    @classmethod
+    def failed(cls, error: str, n_forward: int = 0) -> Ranking:
+        """A ranking that could not be made; ``error`` says why."""
+        return cls(scores=(), order=(), n_forward=n_forward, error=error)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def best(self) -> int | None:
+        """Index of the top candidate, or None for a failed or empty ranking."""
+        return self.order[0] if self.order else None
+
+    def top(self, k: int) -> tuple[int, ...]:
+        """The indices of the ``k`` best candidates, best first."""
+        return self.order[:k]
