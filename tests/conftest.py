@@ -32,3 +32,80 @@ def alpaca_blend(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     """alpaca-blend built once with the default config."""
     out = tmp_path_factory.mktemp("alpaca-blend")
     return out, build_alpaca_blend(data_dir, out)
+
+
+# ---- tiny random models (no network): a WordPiece tokenizer and BERT/DeBERTa-v2/masked-LM folders ----
+
+_TINY_WORDS = (
+    "the a an is are was be to of and or in on for with what how why which who write give list "
+    "answer question good bad better best short long longer correct wrong yes no not it this that "
+    "explain name capital city france paris python code number one two three four five"
+).split()
+
+
+def _tiny_vocab() -> list[str]:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?;:'\"()-_/+*=<>|#%&@$")
+    return list(dict.fromkeys(specials + chars + [f"##{c}" for c in chars] + _TINY_WORDS))
+
+
+def make_tiny_tokenizer(folder: Path):
+    """A BERT WordPiece tokenizer whose vocabulary covers any lowercase ASCII text."""
+    from transformers import BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {token: index for index, token in enumerate(_tiny_vocab())}
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
+def _tiny_sizes(vocab_size: int) -> dict:
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+
+
+def make_tiny_bert(folder: Path, *, masked_lm: bool = False) -> Path:
+    """A randomly initialised 2-layer BERT (or BertForMaskedLM) with the tiny tokenizer."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    tokenizer = make_tiny_tokenizer(folder)
+    torch.manual_seed(0)
+    config = BertConfig(**_tiny_sizes(len(tokenizer)))
+    model = (BertForMaskedLM if masked_lm else BertModel)(config)
+    model.save_pretrained(folder)
+    return folder
+
+
+def make_tiny_deberta(folder: Path) -> Path:
+    """A randomly initialised 2-layer DeBERTa-v2 encoder with the tiny tokenizer."""
+    import torch
+    from transformers import DebertaV2Config, DebertaV2Model
+
+    tokenizer = make_tiny_tokenizer(folder)
+    torch.manual_seed(0)
+    config = DebertaV2Config(**_tiny_sizes(len(tokenizer)), relative_attention=True, position_buckets=16)
+    DebertaV2Model(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-mlm"), masked_lm=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_deberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_deberta(tmp_path_factory.mktemp("tiny-deberta"))

@@ -222,3 +222,235 @@ def stats(
     console.print(_per_model_table(result))
     if result.selection:
         console.print(_selection_table(result))
+
+
+# ---------------------------------------------------------------- eval: rankers (LLM-Blender §5)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from llmblend.rank.base import Ranker
+
+eval_app = typer.Typer(help="Evaluate rankers (and later fusers).", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+def _ranker_list() -> str:
+    from llmblend.rank.registry import describe_rankers
+
+    return "\n\n".join(describe_rankers().splitlines())
+
+
+def _load_rankers(specs: list[str]) -> dict[str, Ranker]:
+    """Each distinct spec's ranker; an import failure becomes an error naming the spec."""
+    from llmblend.errors import MissingExtraError
+    from llmblend.rank.registry import load_ranker
+
+    if duplicates := sorted({s for s in specs if specs.count(s) > 1}):
+        raise ValueError(f"--ranker {', '.join(duplicates)} given more than once")
+    rankers = {}
+    for spec in specs:
+        try:
+            rankers[spec] = load_ranker(spec)
+        except MissingExtraError:
+            raise
+        except ImportError as exc:
+            raise LlmblendError(f"ranker {spec!r} could not be loaded: {exc}") from exc
+    return rankers
+
+
+def _rich_table(cells: tuple[list[str], list[list[str]]], title: str) -> Table:
+    headers, rows = cells
+    table = Table(title=title, title_justify="left")
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    return table
+
+
+@contextmanager
+def _progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A factory of progress bars on stderr: ``start(description, total)`` → ``advance(n)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bars:
+
+        def start(description: str, total: int) -> Callable[[int], None]:
+            task = bars.add_task(escape(description), total=total)
+            return lambda n: bars.advance(task, n)
+
+        yield start
+
+
+@eval_app.command("ranker", epilog=f"Rankers (--ranker SPEC):\n\n{_ranker_list()}")
+def eval_ranker(
+    file: Annotated[Path, typer.Argument(help="A MixInstruct JSONL file with oracle scores.")],
+    ranker: Annotated[
+        list[str], typer.Option("--ranker", "-r", help="A ranker spec (listed below); repeat to compare.")
+    ],
+    oracle: Annotated[
+        str | None, typer.Option(help="The score that says which answer is best (default: gpt4_win).")
+    ] = None,
+    strategy: Annotated[str | None, typer.Option(help="Ranking strategy, passed to every ranker.")] = None,
+    best_model: Annotated[
+        str | None, typer.Option(help="The single model to beat (default: highest mean oracle score).")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use only the first N instructions (and first N pairs).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the tables to this Markdown file.")] = None,
+    pairs: Annotated[
+        Path | None, typer.Option(help="A preference-pair JSONL file: also report pairwise accuracy on it.")
+    ] = None,
+) -> None:
+    """Rank FILE's candidates with each ranker and compare them with the oracle (LLM-Blender §5).
+
+    Table 2: mean oracle score of each top-1 pick, % as good as the best single model, % in the oracle top 3.
+
+    Table 3: Pearson, Spearman, footrule and pairwise accuracy against the oracle per instruction.
+
+    With --pairs, also the accuracy on those preference pairs. --out writes every table as Markdown.
+    """
+    from itertools import islice
+
+    from llmblend.data.mixinstruct import read_mixinstruct
+    from llmblend.data.preferences import read_preferences
+    from llmblend.eval.ranking import correlation_cells, evaluate_rankers, pairwise_cells, selection_cells
+
+    with user_errors():
+        examples = list(islice(read_mixinstruct(file), limit))
+        pair_list = list(islice(read_preferences(pairs), limit)) if pairs else None
+        rankers = _load_rankers(ranker)
+        with _progress_bars() as start:
+            result = evaluate_rankers(
+                examples,
+                rankers,
+                oracle=oracle,
+                best_model=best_model,
+                strategy=strategy,
+                pairs=pair_list,
+                progress=start,
+            )
+    sel = result.selection
+    how = "given" if sel.best_model_given else f"highest mean {sel.oracle}"
+    console.print(
+        f"{file}: {result.instructions} instructions evaluated, {result.left_out} left out (fewer than 2 "
+        f"candidates with {result.oracle}); best single model: {sel.best_model} ({how}, "
+        f"mean {sel.best_model_mean:.4f})",
+        highlight=False,
+        markup=False,
+    )
+    console.print(_rich_table(selection_cells(sel), "Selecting the top-1 candidate (Table 2)"))
+    console.print(
+        _rich_table(
+            correlation_cells(result.correlations, result.candidate_pairs),
+            "Agreement with the oracle, mean per instruction (Table 3); footrule 0 = same order, 1 = reverse",
+        )
+    )
+    if result.preferences:
+        console.print(_rich_table(pairwise_cells(result.preferences), f"Pairwise accuracy on {pairs}"))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.to_markdown(), encoding="utf-8")
+        console.print(f"wrote {out}", highlight=False, markup=False)
+
+
+# ---- llmblend train ... -----------------------------------------------------------------------
+
+train_app = typer.Typer(help="Train rankers (PairRanker and baselines).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def _settings_help() -> str:
+    from dataclasses import fields
+
+    from llmblend.train.ranker import RankerTrainConfig
+
+    return "\n\n".join(f"{f.name}: {f.metadata['help']}" for f in fields(RankerTrainConfig))
+
+
+@contextmanager
+def _training_progress(total_hint: str) -> Iterator[Callable[[int, int, dict[str, float]], None]]:
+    """A progress bar showing loss, train accuracy and the last dev accuracy."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn(f"{escape(total_hint)}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console) as bars:
+        task = bars.add_task("train", total=None, status="")
+        dev = {"value": float("nan")}
+
+        def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
+            dev["value"] = metrics.get("dev_accuracy", dev["value"])
+            status = f"loss {metrics['loss']:.4f} acc {metrics['train_accuracy']:.3f} dev {dev['value']:.3f}"
+            bars.update(task, completed=step, total=total, status=status)
+
+        yield on_step
+
+
+@train_app.command("ranker", epilog=f"Settings (YAML keys and --set names):\n\n{_settings_help()}")
+def train_ranker_command(
+    config_file: Annotated[
+        Path | None, typer.Argument(help="A YAML file of settings (e.g. configs/pairranker-minilm.yaml).")
+    ] = None,
+    train_file: Annotated[
+        str | None, typer.Option(help="MixInstruct file with candidate scores, or a preference-pair file.")
+    ] = None,
+    dev_file: Annotated[str | None, typer.Option(help="File for pairwise accuracy during training.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Where best/, last/ and the checkpoint go.")] = None,
+    backbone: Annotated[str | None, typer.Option(help="HF encoder folder or hub id.")] = None,
+    architecture: Annotated[
+        str | None, typer.Option(help="pair-ranker (default), pointwise or dual-encoder.")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the training pairs.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per micro-batch.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Peak AdamW learning rate.")] = None,
+    bf16: Annotated[bool | None, typer.Option("--bf16/--no-bf16", help="bf16 autocast.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, ... (default: cuda if present).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Any other setting as KEY=VALUE (listed below).")
+    ] = None,
+) -> None:
+    """Train a ranker on pairs (LLM-Blender §3.1): YAML settings first, then these flags on top.
+
+    Rerunning the same command after an interruption resumes from OUTPUT_DIR/checkpoint.pt.
+    The best model on the dev file is kept in OUTPUT_DIR/best, the latest in OUTPUT_DIR/last.
+    """
+    from llmblend.train.config import build_config, parse_assignments
+    from llmblend.train.ranker import RankerTrainConfig, train_ranker
+
+    with user_errors():
+        flags = dict(
+            train_file=train_file,
+            dev_file=dev_file,
+            output_dir=output_dir,
+            backbone=backbone,
+            architecture=architecture,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            bf16=bf16,
+            device=device,
+        )
+        extra = parse_assignments(set_ or [])
+        if clash := sorted(k for k in extra if flags.get(k.replace("-", "_")) is not None):
+            raise LlmblendError(f"{', '.join(clash)} given both as a flag and with --set; give it once")
+        config = build_config(RankerTrainConfig, config_file, **extra, **flags)
+        with _training_progress(f"training {config.architecture}") as on_step:
+            result = train_ranker(config, on_step=on_step)
+    best = "n/a" if result.best_dev_accuracy is None else f"{result.best_dev_accuracy:.4f}"
+    resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
+    console.print(
+        f"trained {result.steps} steps{resumed}; best dev accuracy {best}; model: {result.model_dir}",
+        highlight=False,
+        markup=False,
+    )

@@ -1,0 +1,361 @@
+"""PairRanker: the pairwise cross-encoder of LLM-Blender (§3).
+
+The encoder reads ``<|source|> x <|candidate1|> y_i <|candidate2|> y_j`` in one sequence. The last
+hidden states at the three special tokens (h_x, h_1, h_2) go through one shared head,
+``Dropout → Linear(2H, H) → Tanh → Dropout → Linear(H, n_tasks)``: ``left = head([h_x; h_1])``,
+``right = head([h_x; h_2])``, and the comparison logit is ``mean_over_tasks(left − right)`` (> 0:
+candidate 1 is better). Each task is one metric the ranker learnt to compare by (§3.1).
+
+Saved folders use the layout of the official ``llm-blender/PairRM-hf`` checkpoint (backbone under
+``pretrained_model.*``, head under ``head_layer.*``, its config fields), plus an ``llmblend``
+section in config.json; :meth:`PairRanker.from_pretrained` reads both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmblend.errors import LlmblendError
+from llmblend.rank import hf
+from llmblend.rank.base import CONFIG_KEY, PairQuery, RankItem, rank_items
+from llmblend.types import Example, Ranking
+
+log = logging.getLogger(__name__)
+
+SOURCE_TOKEN = "<|source|>"
+CANDIDATE1_TOKEN = "<|candidate1|>"
+CANDIDATE2_TOKEN = "<|candidate2|>"
+CANDIDATE_TOKEN = "<|candidate|>"
+SPECIAL_TOKENS = (SOURCE_TOKEN, CANDIDATE1_TOKEN, CANDIDATE2_TOKEN, CANDIDATE_TOKEN)
+ARCHITECTURE = "pair-ranker"
+
+#: Lengths of the official PairRM checkpoint (its model card's ``tokenize_pair``).
+PAIRRM_LENGTHS = {"source_max_length": 1224, "candidate_max_length": 412, "max_length": 2048}
+
+
+@dataclass(frozen=True, slots=True)
+class PairRankerSettings:
+    """What a PairRanker needs besides weights; stored under config.json's ``llmblend`` key.
+
+    ``max_length`` (default ``source + 2 × candidate``) bounds the whole sequence: each candidate
+    gets ``(max_length − len(source tokens)) // 2`` tokens, so source budget left unused goes to
+    the candidates (§3.1). ``task_names`` name the head's outputs (one per training metric).
+    """
+
+    source_max_length: int = 128
+    candidate_max_length: int = 128
+    max_length: int | None = None
+    n_tasks: int = 1
+    dropout: float = 0.05
+    task_names: tuple[str, ...] = ("preference",)
+    token_ids: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("source_max_length", "candidate_max_length", "n_tasks"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_length is None:
+            object.__setattr__(self, "max_length", self.source_max_length + 2 * self.candidate_max_length)
+        if len(self.task_names) != self.n_tasks:
+            raise ValueError(f"task_names {list(self.task_names)} must name all {self.n_tasks} head outputs")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PairRankerSettings:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        if "task_names" in known:
+            known["task_names"] = tuple(known["task_names"])
+        return cls(**known)
+
+
+def default_task_names(n_tasks: int) -> tuple[str, ...]:
+    """Names for head outputs that were not named: one "preference", or task0, task1, ..."""
+    return ("preference",) if n_tasks == 1 else tuple(f"task{i}" for i in range(n_tasks))
+
+
+def _module_class():
+    """The nn.Module class, defined on first use so that importing this file needs no torch."""
+    import torch
+    from torch import nn
+
+    class PairRankerModule(nn.Module):
+        """Encoder + shared head (§3.1); ``forward`` returns ``(left, right)``, each [B, n_tasks]."""
+
+        def __init__(self, encoder: nn.Module, n_tasks: int, dropout: float, token_ids: Sequence[int]):
+            super().__init__()
+            hidden = encoder.config.hidden_size
+            self.pretrained_model = encoder
+            self.head_layer = nn.Sequential(
+                nn.Dropout(dropout),
+                nn.Linear(2 * hidden, hidden),
+                nn.Tanh(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, n_tasks),
+            )
+            self.source_id, self.candidate1_id, self.candidate2_id = token_ids
+
+        def _states_at(self, states: torch.Tensor, input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
+            """Hidden state at the first occurrence of ``token_id`` in each row: [B, H]."""
+            first = (input_ids == token_id).int().argmax(dim=1)
+            return states[torch.arange(states.shape[0], device=states.device), first]
+
+        def forward(
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            states = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+            h_x = self._states_at(states, input_ids, self.source_id)
+            h_1 = self._states_at(states, input_ids, self.candidate1_id)
+            h_2 = self._states_at(states, input_ids, self.candidate2_id)
+            left = self.head_layer(torch.cat([h_x, h_1], dim=-1))
+            right = self.head_layer(torch.cat([h_x, h_2], dim=-1))
+            return left, right
+
+    return PairRankerModule
+
+
+def _strip_special(text: str) -> str:
+    """Remove our marker strings from user text, so a marker only ever appears where we put it."""
+    for token in SPECIAL_TOKENS:
+        text = text.replace(token, "")
+    return text
+
+
+class PairRanker:
+    """The pairwise ranker: score ordered pairs, compare two answers, rank N candidates (§3).
+
+    Build one with :meth:`from_backbone` (a fresh head on any HF encoder) or
+    :meth:`from_pretrained` (an llmblend folder, the PairRM-hf layout, or a hub id).
+    """
+
+    name = "pairranker"
+
+    def __init__(
+        self,
+        module,
+        tokenizer,
+        settings: PairRankerSettings,
+        *,
+        device: str | None = None,
+        batch_size: int = 16,
+        bf16: bool = False,
+        strategy: str = "max-logits",
+    ) -> None:
+        self.module = module
+        self.tokenizer = tokenizer
+        self.config = settings
+        self.device = hf.pick_device(device)
+        self.module.to(self.device)
+        self.module.eval()
+        self.batch_size = batch_size
+        self.bf16 = bf16
+        self.strategy = strategy
+
+    # ---- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_backbone(cls, backbone: str | Path, *, device: str | None = None, **settings: Any) -> PairRanker:
+        """A new ranker: the pretrained encoder ``backbone`` with special tokens and a random head."""
+        hf.require_torch("PairRanker")
+        from transformers import AutoModel
+
+        folder = hf.resolve_model_dir(backbone)
+        tokenizer = hf.load_tokenizer(folder)
+        encoder = AutoModel.from_pretrained(str(folder))
+        hf.drop_pooler(encoder)
+        token_ids = hf.add_special_tokens(tokenizer, encoder, SPECIAL_TOKENS)
+        n_tasks = settings.pop("n_tasks", 1)
+        task_names = tuple(settings.pop("task_names", None) or default_task_names(n_tasks))
+        config = PairRankerSettings(n_tasks=n_tasks, task_names=task_names, token_ids=token_ids, **settings)
+        module = _module_class()(encoder, config.n_tasks, config.dropout, cls._marker_ids(config))
+        return cls(module, tokenizer, config, device=device)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path, *, device: str | None = None, **options: Any
+    ) -> PairRanker:
+        """Load an llmblend PairRanker folder, a PairRM-hf layout folder, or a hub id of either."""
+        hf.require_torch("PairRanker")
+        from transformers import AutoConfig, AutoModel
+
+        folder = hf.resolve_model_dir(name_or_path)
+        config_dict = hf.read_config(folder)
+        settings = cls._settings_from_config(folder, config_dict)
+        backbone_config = AutoConfig.from_pretrained(str(folder))
+        encoder = AutoModel.from_config(backbone_config)
+        hf.drop_pooler(encoder)
+        module = _module_class()(encoder, settings.n_tasks, settings.dropout, cls._marker_ids(settings))
+        state = hf.load_state_dict(folder)
+        hf.load_into(module.pretrained_model, hf.split_state_dict(state, "pretrained_model"), str(folder))
+        hf.load_into(module.head_layer, hf.split_state_dict(state, "head_layer"), str(folder))
+        tokenizer = hf.load_tokenizer(folder)
+        cls._check_tokens(folder, tokenizer, settings)
+        return cls(module, tokenizer, settings, device=device, **options)
+
+    @staticmethod
+    def _settings_from_config(folder: Path, config: dict[str, Any]) -> PairRankerSettings:
+        if CONFIG_KEY in config:
+            return PairRankerSettings.from_dict(hf.read_settings(folder, ARCHITECTURE))
+        if "source_prefix_id" in config:  # the official llm-blender/PairRM-hf layout
+            n_tasks = int(config.get("n_tasks", 1))
+            token_ids = {
+                SOURCE_TOKEN: config["source_prefix_id"],
+                CANDIDATE1_TOKEN: config["cand1_prefix_id"],
+                CANDIDATE2_TOKEN: config["cand2_prefix_id"],
+            }
+            if "cand_prefix_id" in config:
+                token_ids[CANDIDATE_TOKEN] = config["cand_prefix_id"]
+            return PairRankerSettings(
+                **PAIRRM_LENGTHS,
+                n_tasks=n_tasks,
+                dropout=float(config.get("drop_out", 0.05)),
+                task_names=default_task_names(n_tasks),
+                token_ids=token_ids,
+            )
+        raise LlmblendError(
+            f"{folder} is not a PairRanker: config.json has neither an '{CONFIG_KEY}' section nor PairRM's "
+            "'source_prefix_id'. To start from a plain encoder use PairRanker.from_backbone()."
+        )
+
+    @staticmethod
+    def _marker_ids(settings: PairRankerSettings) -> tuple[int, int, int]:
+        ids = settings.token_ids
+        return ids[SOURCE_TOKEN], ids[CANDIDATE1_TOKEN], ids[CANDIDATE2_TOKEN]
+
+    @staticmethod
+    def _check_tokens(folder: Path, tokenizer, settings: PairRankerSettings) -> None:
+        for token, expected in settings.token_ids.items():
+            actual = tokenizer.convert_tokens_to_ids(token)
+            if actual != expected:
+                raise LlmblendError(
+                    f"{folder}: the tokenizer maps {token} to id {actual}, the config says {expected}; "
+                    "the tokenizer files do not belong to these weights"
+                )
+
+    # ---- saving --------------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        values = asdict(self.config)
+        values["task_names"] = list(self.config.task_names)
+        return {"architecture": ARCHITECTURE, **values}
+
+    @property
+    def n_tasks(self) -> int:
+        return self.config.n_tasks
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write a self-describing HF folder in the PairRM-hf layout (config, tokenizer, safetensors)."""
+        ids = self.config.token_ids
+        backbone_config = self.module.pretrained_model.config.to_dict()
+        backbone_config.update(
+            source_prefix_id=ids[SOURCE_TOKEN],
+            cand1_prefix_id=ids[CANDIDATE1_TOKEN],
+            cand2_prefix_id=ids[CANDIDATE2_TOKEN],
+            cand_prefix_id=ids.get(CANDIDATE_TOKEN),
+            n_tasks=self.config.n_tasks,
+            drop_out=self.config.dropout,
+        )
+        hf.save_model_folder(
+            path,
+            backbone_config=backbone_config,
+            settings=self.settings(),
+            tokenizer=self.tokenizer,
+            state=self.module.state_dict(),
+        )
+
+    # ---- encoding and scoring ------------------------------------------------------------------
+
+    def _encode(self, texts: list[str], max_length: int) -> list[list[int]]:
+        return self.tokenizer(texts, max_length=max_length, truncation=True)["input_ids"]
+
+    def _encode_candidates(self, marker: str, texts: list[str], budget: int) -> list[list[int]]:
+        return self._encode([marker + _strip_special(text) for text in texts], budget)
+
+    def _pair_ids(self, queries: Sequence[PairQuery]) -> list[list[int]]:
+        """Token ids of each pair, tokenising every distinct text once per source (§3.1 input)."""
+        config = self.config
+        by_source: dict[str, list[int]] = {}
+        for index, query in enumerate(queries):
+            by_source.setdefault(query.source, []).append(index)
+        ids: list[list[int]] = [[] for _ in queries]
+        for source, indices in by_source.items():
+            (source_ids,) = self._encode([SOURCE_TOKEN + _strip_special(source)], config.source_max_length)
+            budget = max((config.max_length - len(source_ids)) // 2, 4)
+            texts = sorted({t for i in indices for t in (queries[i].first, queries[i].second)})
+            first = dict(zip(texts, self._encode_candidates(CANDIDATE1_TOKEN, texts, budget), strict=True))
+            second = dict(zip(texts, self._encode_candidates(CANDIDATE2_TOKEN, texts, budget), strict=True))
+            for i in indices:
+                ids[i] = source_ids + first[queries[i].first] + second[queries[i].second]
+        return ids
+
+    def encode_pairs(self, queries: Sequence[PairQuery]) -> dict[str, Any]:
+        """Padded ``input_ids`` and ``attention_mask`` (CPU tensors) for a batch of ordered pairs."""
+        return self._pad(self._pair_ids(queries))
+
+    def _pad(self, ids: list[list[int]]) -> dict[str, Any]:
+        padded = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+        return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
+
+    def pair_logits(self, queries: Sequence[PairQuery], *, tasks: bool = False) -> np.ndarray:
+        """Raw single-order logits f(first, second): float64 [Q], or [Q, n_tasks] with ``tasks``.
+
+        One forward per batch of ``batch_size`` pairs; pairs are sorted by length first so a batch
+        holds similar lengths and little padding.
+        """
+        ids = self._pair_ids(queries)
+        out = np.zeros((len(ids), self.config.n_tasks), dtype=np.float64)
+        by_length = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        with hf.inference(self.module, bf16=self.bf16, device=self.device):
+            for chunk in hf.chunks(by_length, self.batch_size):
+                batch = {k: v.to(self.device) for k, v in self._pad([ids[i] for i in chunk]).items()}
+                left, right = self.module(**batch)
+                out[list(chunk)] = (left - right).float().cpu().numpy()
+        return out if tasks else out.mean(axis=1)
+
+    def compare_pairs(self, queries: Sequence[PairQuery]) -> np.ndarray:
+        """Position-debiased comparisons ``(f(a, b) − f(b, a)) / 2`` (§3.2); > 0 means ``first`` wins.
+
+        Both orders are scored in the same call. Each pair is evaluated in one canonical order of
+        its two texts and the sign flipped for the other, so ``compare(a, b) == −compare(b, a)``
+        exactly, whatever batch a pair lands in.
+        """
+        canonical = [q if q.first <= q.second else PairQuery(q.source, q.second, q.first) for q in queries]
+        swapped = [PairQuery(q.source, q.second, q.first) for q in canonical]
+        logits = self.pair_logits(canonical + swapped)
+        half = (logits[: len(queries)] - logits[len(queries) :]) / 2
+        sign = np.array([1.0 if q.first <= q.second else -1.0 for q in queries])
+        return half * sign
+
+    def compare(self, instructions: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        """Debiased margins for answers ``a[i]`` vs ``b[i]`` to ``instructions[i]``; > 0: ``a`` better."""
+        if not len(instructions) == len(a) == len(b):
+            raise ValueError(f"compare needs equal lengths, got {len(instructions)}, {len(a)}, {len(b)}")
+        return self.compare_pairs([PairQuery(*triple) for triple in zip(instructions, a, b, strict=True)])
+
+    # ---- ranking -------------------------------------------------------------------------------
+
+    def rank(
+        self, examples: Sequence[Example], *, strategy: str | None = None, top_k: int | None = None
+    ) -> list[Ranking]:
+        """One ranking per example, all examples' pairs batched together (§3.2 strategies)."""
+        from llmblend.rank.strategies import run_strategy
+
+        return run_strategy(strategy or self.strategy, rank_items(examples), self.pair_logits, top_k=top_k)
+
+    def best_of_n(
+        self, instructions: Sequence[str], candidates: Sequence[Sequence[str]], *, strategy: str | None = None
+    ) -> list[int | None]:
+        """The index of the best candidate for each instruction (None where there is none)."""
+        if len(instructions) != len(candidates):
+            raise ValueError(f"{len(instructions)} instructions but {len(candidates)} candidate lists")
+        from llmblend.rank.strategies import run_strategy
+
+        items = [RankItem(s, list(c)) for s, c in zip(instructions, candidates, strict=True)]
+        rankings = run_strategy(strategy or self.strategy, items, self.pair_logits, top_k=1)
+        return [r.best for r in rankings]

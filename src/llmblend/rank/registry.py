@@ -1,0 +1,120 @@
+"""Rankers chosen by name: ``load_ranker("longest")``, ``load_ranker("mbr:chrf")``, or a model folder.
+
+A spec is ``NAME`` or ``NAME:ARGUMENT`` (the argument is a model path or hub id, or an option such
+as MBR's similarity), or simply the path of a saved model folder, whose ``config.json`` says which
+architecture it holds. Implementations are imported only when asked for, so the core stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmblend.errors import LlmblendError
+from llmblend.rank.base import CONFIG_KEY, Ranker
+
+
+@dataclass(frozen=True, slots=True)
+class RankerEntry:
+    """Where a ranker lives (``module:factory``) and what its argument means."""
+
+    target: str
+    help: str
+    argument: str | None = None  # what NAME:ARGUMENT takes; None when the ranker takes none
+    argument_required: bool = False
+
+
+RANKERS: dict[str, RankerEntry] = {
+    "random": RankerEntry("llmblend.rank.baselines:RandomRanker", "a uniformly random order", "seed"),
+    "longest": RankerEntry("llmblend.rank.baselines:LongestRanker", "the longest answer first (in words)"),
+    "mbr": RankerEntry(
+        "llmblend.rank.baselines:MBRRanker",
+        "MBR/consensus: the candidate most similar to the others",
+        "similarity: embedding (MiniLM, default), chrf, bleu or token-f1",
+    ),
+    "mlm": RankerEntry(
+        "llmblend.rank.mlm_scoring:MLMScoringRanker.from_pretrained",
+        "pseudo-log-likelihood of the answer under a masked LM",
+        "masked-LM folder or hub id",
+        argument_required=True,
+    ),
+    "pairranker": RankerEntry(
+        "llmblend.rank.pairranker:PairRanker.from_pretrained",
+        "PairRanker, the pairwise cross-encoder (LLM-Blender §3)",
+        "model folder or hub id (e.g. llm-blender/PairRM-hf)",
+        argument_required=True,
+    ),
+    "pointwise": RankerEntry(
+        "llmblend.rank.pointwise:PointwiseRanker.from_pretrained",
+        "pointwise cross-encoder (SummaReranker-style), one score per candidate",
+        "model folder",
+        argument_required=True,
+    ),
+    "dual-encoder": RankerEntry(
+        "llmblend.rank.dual_encoder:DualEncoderRanker.from_pretrained",
+        "SimCLS-style dual encoder: cosine of source and candidate embeddings",
+        "model folder",
+        argument_required=True,
+    ),
+}
+
+#: ``config.json`` → ``llmblend.architecture`` of a saved folder → the registry name that loads it.
+ARCHITECTURES = {"pair-ranker": "pairranker", "pointwise": "pointwise", "dual-encoder": "dual-encoder"}
+
+
+def _resolve(target: str):
+    module_name, _, attribute = target.partition(":")
+    obj = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _architecture_of(folder: Path) -> str:
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise LlmblendError(f"{folder} is a folder but has no config.json, so it is not a saved ranker")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if CONFIG_KEY not in config:
+        # the official PairRM-hf layout carries its settings at the top level
+        if "source_prefix_id" in config:
+            return "pairranker"
+        raise LlmblendError(
+            f"{config_path} has no '{CONFIG_KEY}' section, so llmblend did not save it; "
+            "load a hub encoder with 'pairranker:PATH' only after training it (llmblend train ranker)"
+        )
+    architecture = config[CONFIG_KEY].get("architecture", "pair-ranker")
+    if architecture not in ARCHITECTURES:
+        raise LlmblendError(
+            f"{config_path}: unknown ranker architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}"
+        )
+    return ARCHITECTURES[architecture]
+
+
+def load_ranker(spec: str) -> Ranker:
+    """Build the ranker a spec names (see the module docstring); errors list the known names."""
+    if Path(spec).is_dir():
+        name, argument = _architecture_of(Path(spec)), spec
+    else:
+        name, _, argument = spec.partition(":")
+    entry = RANKERS.get(name)
+    if entry is None:
+        known = ", ".join(RANKERS)
+        raise LlmblendError(f"unknown ranker {spec!r}: not a folder, and {name!r} is not one of {known}")
+    if argument and entry.argument is None:
+        raise LlmblendError(f"ranker {name!r} takes no argument, got {spec!r}; use just {name!r}")
+    if not argument and entry.argument_required:
+        raise LlmblendError(f"ranker {name!r} needs an argument: {name}:<{entry.argument}>")
+    factory = _resolve(entry.target)
+    return factory(argument) if argument else factory()
+
+
+def describe_rankers() -> str:
+    """One line per registered ranker, for ``--help`` texts."""
+    lines = []
+    for name, entry in RANKERS.items():
+        usage = f"{name}:<{entry.argument}>" if entry.argument else name
+        lines.append(f"{usage} — {entry.help}")
+    return "\n".join(lines)

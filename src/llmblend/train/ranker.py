@@ -1,0 +1,385 @@
+"""``llmblend train ranker``: train PairRanker (or a pointwise / dual-encoder baseline) on pairs (§3.1).
+
+The loop, top to bottom: build or resume the model, draw the epoch's pair order from the seed, then
+per step: ``grad_accum`` micro-batches (each pair in a random order), loss on ``left − right``,
+clip, AdamW step, warmup + linear decay. Every ``eval_every`` steps: pairwise accuracy on the dev
+pairs, and the best model is kept in ``OUTPUT/best``. Every ``save_every`` steps: a checkpoint
+(model, optimiser, scheduler, RNG) in ``OUTPUT/checkpoint.pt``, so rerunning the same command after
+a crash or kill continues from there. The data order depends only on the seed and the epoch, so a
+resumed run sees exactly the pairs an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmblend.errors import LlmblendError
+from llmblend.rank import hf
+from llmblend.train.config import config_to_yaml, setting
+from llmblend.train.losses import LOSSES, get_loss
+from llmblend.train.pairs import LabelledPair, PairSet, load_pairs
+
+log = logging.getLogger(__name__)
+
+#: Architectures ``train ranker`` builds: name → "module:Class" (loaded on use).
+ARCHITECTURES = {
+    "pair-ranker": "llmblend.rank.pairranker:PairRanker",
+    "pointwise": "llmblend.rank.pointwise:PointwiseRanker",
+    "dual-encoder": "llmblend.rank.dual_encoder:DualEncoderRanker",
+}
+DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+CHECKPOINT = "checkpoint.pt"
+#: Settings that must match for a rerun to resume a checkpoint rather than be refused.
+RESUME_KEYS = ("train_file", "backbone", "architecture", "init_from", "metrics", "loss", "seed", "batch_size")
+
+
+@dataclass
+class RankerTrainConfig:
+    """Everything ``llmblend train ranker`` needs; YAML keys and ``--set`` names are the field names."""
+
+    train_file: str = setting("MixInstruct file with candidate scores, or preference pairs")
+    output_dir: str = setting("where best/, last/, checkpoint.pt and log.jsonl go")
+    dev_file: str | None = setting("file for pairwise accuracy during training", None)
+    backbone: str = setting("HF encoder folder or hub id", DEFAULT_BACKBONE)
+    architecture: str = setting("pair-ranker, pointwise, dual-encoder", "pair-ranker")
+    init_from: str | None = setting("a saved ranker folder to fine-tune further", None)
+    metrics: tuple[str, ...] = setting("scores to learn (one head output each)", ())
+    pairs_per_example: int = setting("random pairs per example and metric", 5)
+    max_train_pairs: int | None = setting("use a seeded sample of the pairs", None)
+    max_dev_pairs: int = setting("dev pairs used for accuracy", 400)
+    loss: str = setting("logistic (PairRM), bce or margin", "logistic")
+    margin: float = setting("margin of the margin loss", 1.0)
+    source_max_length: int = setting("tokens kept of the instruction", 128)
+    candidate_max_length: int = setting("tokens kept of each candidate", 128)
+    dropout: float = setting("dropout in the head", 0.05)
+    batch_size: int = setting("pairs per micro-batch", 8)
+    grad_accum: int = setting("micro-batches per optimiser step", 1)
+    learning_rate: float = setting("peak AdamW learning rate", 3e-5)
+    weight_decay: float = setting("AdamW weight decay (not on biases/norms)", 0.01)
+    warmup_ratio: float = setting("share of steps spent warming up", 0.05)
+    epochs: float = setting("passes over the training pairs", 1.0)
+    max_steps: int | None = setting("stop after this many steps (overrides)", None)
+    bf16: bool = setting("bf16 autocast (CPU or GPU)", False)
+    eval_every: int = setting("steps between dev evaluations", 100)
+    save_every: int = setting("steps between resumable checkpoints", 100)
+    seed: int = setting("seed for pair sampling, order and init", 0)
+    device: str | None = setting("cpu, cuda, ... (default: cuda if present)", None)
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture {self.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        for name in ("batch_size", "grad_accum", "eval_every", "save_every", "pairs_per_example"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.epochs <= 0 and not self.max_steps:
+            raise ValueError(f"epochs must be > 0 (got {self.epochs}) unless max_steps is set")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        self.metrics = tuple(self.metrics)
+
+
+@dataclass
+class TrainResult:
+    """Where the models went and how training ended."""
+
+    output_dir: Path
+    model_dir: Path
+    steps: int
+    best_dev_accuracy: float | None
+    history: list[dict[str, Any]]
+    resumed_from: int = 0
+
+
+#: Called after every optimiser step: (step, total_steps, metrics of the step).
+StepCallback = Callable[[int, int, dict[str, float]], None]
+
+
+def _import_class(target: str):
+    import importlib
+
+    module_name, _, name = target.partition(":")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def build_ranker(config: RankerTrainConfig, task_names: Sequence[str]):
+    """A fresh ranker on the backbone (or ``init_from``), with one head output per task."""
+    cls = _import_class(ARCHITECTURES[config.architecture])
+    if config.init_from:
+        ranker = cls.from_pretrained(config.init_from, device=config.device)
+        if ranker.n_tasks != len(task_names):
+            raise LlmblendError(
+                f"init_from {config.init_from} has {ranker.n_tasks} head outputs, the data has "
+                f"{len(task_names)} task(s) {list(task_names)}; choose metrics to match"
+            )
+        return ranker
+    settings: dict[str, Any] = dict(
+        n_tasks=len(task_names),
+        dropout=config.dropout,
+        source_max_length=config.source_max_length,
+        candidate_max_length=config.candidate_max_length,
+    )
+    if config.architecture == "pair-ranker":
+        settings["task_names"] = tuple(task_names)
+    return cls.from_backbone(config.backbone, device=config.device, **settings)
+
+
+def epoch_order(n_pairs: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pair order of an epoch and which pairs are swapped: a pure function of seed and epoch."""
+    rng = np.random.default_rng([seed, epoch])
+    return rng.permutation(n_pairs), rng.random(n_pairs) < 0.5
+
+
+def micro_batch(pairs: Sequence[LabelledPair], config: RankerTrainConfig, index: int) -> list[LabelledPair]:
+    """The ``index``-th micro-batch of the run (across epochs), each pair in its random order."""
+    per_epoch = math.ceil(len(pairs) / config.batch_size)
+    epoch, position = divmod(index, per_epoch)
+    order, swap = epoch_order(len(pairs), config.seed, epoch)
+    chosen = order[position * config.batch_size : (position + 1) * config.batch_size]
+    return [pairs[i].swapped() if swap[i] else pairs[i] for i in chosen]
+
+
+def total_steps(n_pairs: int, config: RankerTrainConfig) -> int:
+    if config.max_steps:
+        return config.max_steps
+    micro_batches = math.ceil(n_pairs / config.batch_size) * config.epochs
+    return max(1, math.ceil(micro_batches / config.grad_accum))
+
+
+def make_optimizer(module, config: RankerTrainConfig, steps: int):
+    """AdamW (no decay on biases and norms) with linear warmup then linear decay to 0."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, param in module.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+    warmup = int(steps * config.warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def pairwise_accuracy(ranker, pairs: Sequence[LabelledPair]) -> float:
+    """Share of pairs whose debiased comparison has the label's sign (pairs without a verdict skipped)."""
+    judged = [p for p in pairs if p.overall != 0]
+    if not judged:
+        return float("nan")
+    margins = ranker.compare_pairs([p.query for p in judged])
+    labels = np.array([p.overall for p in judged])
+    return float(np.mean(np.sign(margins) == labels))
+
+
+class RankerTrainer:
+    """One training run; ``run()`` trains (resuming if a checkpoint exists) and returns the result."""
+
+    def __init__(self, config: RankerTrainConfig, *, on_step: StepCallback | None = None) -> None:
+        hf.require_torch("training a ranker")
+        self.config = config
+        self.out = Path(config.output_dir)
+        self.on_step = on_step
+        self.history: list[dict[str, Any]] = []
+
+    # ---- set-up --------------------------------------------------------------------------------
+
+    def _load_data(self) -> tuple[PairSet, PairSet | None]:
+        c = self.config
+        train = load_pairs(
+            c.train_file,
+            metrics=c.metrics or None,
+            pairs_per_example=c.pairs_per_example,
+            seed=c.seed,
+            limit=c.max_train_pairs,
+        )
+        dev = None
+        if c.dev_file:
+            dev = load_pairs(
+                c.dev_file,
+                metrics=train.task_names if train.task_names != ("preference",) else None,
+                pairs_per_example=c.pairs_per_example,
+                seed=c.seed + 1,
+                limit=c.max_dev_pairs,
+            )
+        log.info("training on %d pairs, tasks %s", len(train.pairs), list(train.task_names))
+        return train, dev
+
+    def _check_resumable(self) -> None:
+        saved = self.out / "config.yaml"
+        if not saved.is_file():
+            return
+        import yaml
+
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        current = asdict(self.config)
+        changed = [k for k in RESUME_KEYS if _normalise(previous.get(k)) != _normalise(current.get(k))]
+        if changed and (self.out / CHECKPOINT).is_file():
+            raise LlmblendError(
+                f"{self.out} holds a run with different {', '.join(changed)}; resuming would mix two runs. "
+                "Use another --output-dir, or delete that folder to start over."
+            )
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        import torch
+
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_resumable()
+        train, dev = self._load_data()
+        torch.manual_seed(c.seed)
+        random.seed(c.seed)
+        ranker = build_ranker(c, train.task_names)
+        module = ranker.module
+        steps = total_steps(len(train.pairs), c)
+        optimizer, scheduler = make_optimizer(module, c, steps)
+        state = self._resume(module, optimizer, scheduler)
+        start, best = state["step"], state["best"]
+        self.history = state["history"]
+        _write_text(self.out / "config.yaml", config_to_yaml(c))
+        loss_fn = get_loss(c.loss)
+        module.train()
+        for step in range(start, steps):
+            metrics = self._step(ranker, train.pairs, step, loss_fn, optimizer)
+            scheduler.step()
+            done = step + 1
+            if dev is not None and (done % c.eval_every == 0 or done == steps):
+                metrics["dev_accuracy"] = pairwise_accuracy(ranker, dev.pairs)
+                module.train()
+                if best is None or metrics["dev_accuracy"] > best:
+                    best = metrics["dev_accuracy"]
+                    ranker.save_pretrained(self.out / "best")
+                    metrics["saved_best"] = 1.0
+            self._log(done, metrics)
+            if done % c.save_every == 0 or done == steps:
+                self._save_checkpoint(ranker, optimizer, scheduler, done, best)
+            if self.on_step:
+                self.on_step(done, steps, metrics)
+        model_dir = self.out / ("best" if dev is not None and (self.out / "best").is_dir() else "last")
+        if start >= steps:
+            log.info("%s already finished %d steps; nothing to do", self.out, steps)
+        return TrainResult(self.out, model_dir, steps, best, self.history, resumed_from=start)
+
+    def _step(self, ranker, pairs, step: int, loss_fn, optimizer) -> dict[str, float]:
+        import torch
+
+        c = self.config
+        started = time.perf_counter()
+        total_loss, correct, judged = 0.0, 0, 0
+        for micro in range(c.grad_accum):
+            batch = micro_batch(pairs, c, step * c.grad_accum + micro)
+            inputs = {
+                k: v.to(ranker.device) for k, v in ranker.encode_pairs([p.query for p in batch]).items()
+            }
+            labels = torch.tensor([p.labels for p in batch], dtype=torch.float32, device=ranker.device)
+            with torch.autocast(ranker.device.type, dtype=torch.bfloat16, enabled=c.bf16):
+                left, right = ranker.module(**inputs)
+            loss = loss_fn(left.float(), right.float(), labels, margin=c.margin)
+            (loss / c.grad_accum).backward()
+            total_loss += loss.item() / c.grad_accum
+            overall = torch.sign(labels.sum(dim=1))
+            predicted = torch.sign((left - right).float().mean(dim=1).detach())
+            correct += int(((predicted == overall) & (overall != 0)).sum())
+            judged += int((overall != 0).sum())
+        torch.nn.utils.clip_grad_norm_(ranker.module.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {
+            "loss": total_loss,
+            "train_accuracy": correct / judged if judged else float("nan"),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+        }
+
+    def _log(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, **{k: round(v, 6) for k, v in metrics.items()}}
+        self.history.append(record)
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    def _save_checkpoint(self, ranker, optimizer, scheduler, step: int, best: float | None) -> None:
+        """Model folder ``last/`` for users, then one atomic file with everything needed to resume."""
+        import torch
+
+        ranker.save_pretrained(self.out / "last")
+        state = {
+            "step": step,
+            "best": best,
+            "history": self.history,
+            "module": ranker.module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+        }
+        partial = self.out / f".{CHECKPOINT}.partial"
+        torch.save(state, partial)
+        os.replace(partial, self.out / CHECKPOINT)
+
+    def _resume(self, module, optimizer, scheduler) -> dict[str, Any]:
+        import torch
+
+        path = self.out / CHECKPOINT
+        if not path.is_file():
+            (self.out / "log.jsonl").unlink(missing_ok=True)
+            return {"step": 0, "best": None, "history": []}
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        module.load_state_dict(state["module"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        random.setstate(state["python_rng"])
+        _truncate_log(self.out / "log.jsonl", state["step"])
+        log.info("resuming %s from step %d", self.out, state["step"])
+        return state
+
+
+def _normalise(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def _write_text(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by the interruption
+    _write_text(path, "".join(line + "\n" for line in kept))
+
+
+def train_ranker(config: RankerTrainConfig, *, on_step: StepCallback | None = None) -> TrainResult:
+    """Train (or resume training) a ranker as ``config`` says; see :class:`RankerTrainer`."""
+    return RankerTrainer(config, on_step=on_step).run()
