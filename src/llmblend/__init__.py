@@ -15,7 +15,9 @@ from llmblend.data import (
     write_preferences,
 )
 from llmblend.errors import DataFormatError, LlmblendError
-from llmblend.types import Candidate, Example, Message, PreferencePair
+from llmblend.rank.pairranker import PairRanker
+from llmblend.rank.registry import load_ranker
+from llmblend.types import Candidate, Example, Message, PreferencePair, Ranking
 
 try:
     __version__ = version("llmblend")
@@ -28,9 +30,12 @@ __all__ = [
     "Example",
     "LlmblendError",
     "Message",
+    "PairRanker",
     "PreferencePair",
+    "Ranking",
     "__version__",
     "load_mixinstruct",
+    "load_ranker",
     "read_mixinstruct",
     "read_preferences",
     "write_mixinstruct",

@@ -170,3 +170,41 @@ def test_yaml_then_flags(tmp_path: Path) -> None:
         build_config(RankerTrainConfig, yaml_file, batch_size="many")
     with pytest.raises(LlmblendError, match="loss 'hinge'"):
         build_config(RankerTrainConfig, yaml_file, loss="hinge")
+
+
+@pytest.mark.slow
+def test_cli_run_killed_with_sigkill_resumes(tmp_path: Path, tiny_bert: Path) -> None:
+    """`llmblend train ranker` killed with SIGKILL mid-run, then rerun: it ends with every step once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = _config(tmp_path, tiny_bert, max_steps=60, save_every=5, eval_every=30)
+    yaml_file = tmp_path / "ranker.yaml"
+    yaml_file.write_text(
+        "".join(f"{k}: {json.dumps(v)}\n" for k, v in vars(config).items() if v not in (None, ()))
+    )
+    command = [sys.executable, "-m", "llmblend", "train", "ranker", str(yaml_file)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log_file = Path(config.output_dir) / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if (Path(config.output_dir) / "checkpoint.pt").is_file() and len(
+            log_file.read_text().splitlines()
+        ) >= 12:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    steps_before = len(log_file.read_text().splitlines())
+    assert 0 < steps_before < 60
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "resumed at step" in finished.stdout
+    steps = [json.loads(line)["step"] for line in log_file.read_text().splitlines()]
+    assert steps == list(range(1, 61))
+    assert (Path(config.output_dir) / "best" / "model.safetensors").is_file()

@@ -160,8 +160,19 @@ class PairRanker:
     # ---- construction --------------------------------------------------------------------------
 
     @classmethod
-    def from_backbone(cls, backbone: str | Path, *, device: str | None = None, **settings: Any) -> PairRanker:
-        """A new ranker: the pretrained encoder ``backbone`` with special tokens and a random head."""
+    def from_backbone(
+        cls,
+        backbone: str | Path,
+        *,
+        device: str | None = None,
+        options: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> PairRanker:
+        """A new ranker: the pretrained encoder ``backbone`` with special tokens and a random head.
+
+        ``settings`` are :class:`PairRankerSettings` fields; ``options`` the runtime ones
+        (``batch_size``, ``bf16``, ``strategy``).
+        """
         hf.require_torch("PairRanker")
         from transformers import AutoModel
 
@@ -174,7 +185,7 @@ class PairRanker:
         task_names = tuple(settings.pop("task_names", None) or default_task_names(n_tasks))
         config = PairRankerSettings(n_tasks=n_tasks, task_names=task_names, token_ids=token_ids, **settings)
         module = _module_class()(encoder, config.n_tasks, config.dropout, cls._marker_ids(config))
-        return cls(module, tokenizer, config, device=device)
+        return cls(module, tokenizer, config, device=device, **(options or {}))
 
     @classmethod
     def from_pretrained(
