@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from llmblend.errors import LlmblendError  # noqa: E402
+from llmblend.rank.base import PairQuery  # noqa: E402
 from llmblend.rank.pairranker import PairRanker  # noqa: E402
 from llmblend.train.config import build_config  # noqa: E402
 from llmblend.train.losses import bce_loss, logistic_loss, margin_loss  # noqa: E402
@@ -208,3 +209,33 @@ def test_cli_run_killed_with_sigkill_resumes(tmp_path: Path, tiny_bert: Path) ->
     steps = [json.loads(line)["step"] for line in log_file.read_text().splitlines()]
     assert steps == list(range(1, 61))
     assert (Path(config.output_dir) / "best" / "model.safetensors").is_file()
+
+
+def test_multi_metric_mixinstruct_trains_one_head_output_per_metric(
+    tmp_path: Path, tiny_bert: Path, sample_file: Path
+) -> None:
+    config = _config(
+        tmp_path,
+        tiny_bert,
+        train_file=str(sample_file),
+        dev_file=str(sample_file),
+        metrics=("bleu", "bertscore"),
+    )
+    config.max_steps, config.grad_accum, config.bf16 = 3, 2, True
+    result = train_ranker(config)
+    ranker = PairRanker.from_pretrained(result.model_dir)
+    assert ranker.n_tasks == 2 and ranker.config.task_names == ("bleu", "bertscore")
+    assert ranker.pair_logits([PairQuery("q", "a", "b")], tasks=True).shape == (1, 2)
+
+
+@pytest.mark.parametrize("architecture", ["pointwise", "dual-encoder"])
+def test_baselines_train_with_the_same_loop(tmp_path: Path, tiny_bert: Path, architecture: str) -> None:
+    from llmblend.rank.registry import load_ranker
+
+    loss = "margin" if architecture == "dual-encoder" else "bce"
+    result = train_ranker(_config(tmp_path, tiny_bert, architecture=architecture, loss=loss, max_steps=3))
+    ranker = load_ranker(str(result.model_dir))
+    assert (
+        type(ranker).__name__
+        == {"pointwise": "PointwiseRanker", "dual-encoder": "DualEncoderRanker"}[architecture]
+    )
