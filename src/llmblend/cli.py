@@ -364,11 +364,14 @@ app.add_typer(train_app, name="train")
 
 
 def _settings_help() -> str:
-    from dataclasses import fields
+    from dataclasses import MISSING, fields
 
     from llmblend.train.ranker import RankerTrainConfig
 
-    return "\n\n".join(f"{f.name}: {f.metadata['help']}" for f in fields(RankerTrainConfig))
+    def default(f) -> str:
+        return "required" if f.default is MISSING else f"default {f.default!r}"
+
+    return "\n\n".join(f"{f.name} ({default(f)}): {f.metadata['help']}" for f in fields(RankerTrainConfig))
 
 
 @contextmanager
@@ -398,7 +401,7 @@ def _training_progress(total_hint: str) -> Iterator[Callable[[int, int, dict[str
 @train_app.command("ranker", epilog=f"Settings (YAML keys and --set names):\n\n{_settings_help()}")
 def train_ranker_command(
     config_file: Annotated[
-        Path | None, typer.Argument(help="A YAML file of settings (e.g. configs/pairranker-minilm.yaml).")
+        Path | None, typer.Argument(help="A YAML file of settings (e.g. configs/pairranker-minilm-cpu.yaml).")
     ] = None,
     train_file: Annotated[
         str | None, typer.Option(help="MixInstruct file with candidate scores, or a preference-pair file.")
