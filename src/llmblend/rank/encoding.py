@@ -153,9 +153,10 @@ def load_encoder(folder: Path, *, config: Any = None) -> torch.nn.Module:
     ``config`` when one is given (the caller then loads saved weights into it)."""
     from transformers import AutoModel
 
+    from llmblend.rank.hf import drop_pooler
+
     encoder = AutoModel.from_config(config) if config is not None else AutoModel.from_pretrained(str(folder))
-    if getattr(encoder, "pooler", None) is not None:
-        encoder.pooler = None
+    drop_pooler(encoder)
     return encoder
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from llmblend.errors import LlmblendError
 from llmblend.rank import hf
 from llmblend.rank.base import CONFIG_KEY, PairQuery, RankItem, rank_items
+from llmblend.rank.encoding import load_encoder, to_device
 from llmblend.types import Example, Ranking
 
 log = logging.getLogger(__name__)
@@ -174,12 +175,9 @@ class PairRanker:
         (``batch_size``, ``bf16``, ``strategy``).
         """
         hf.require_torch("PairRanker")
-        from transformers import AutoModel
-
         folder = hf.resolve_model_dir(backbone)
         tokenizer = hf.load_tokenizer(folder)
-        encoder = AutoModel.from_pretrained(str(folder))
-        hf.drop_pooler(encoder)
+        encoder = load_encoder(folder)
         token_ids = hf.add_special_tokens(tokenizer, encoder, SPECIAL_TOKENS)
         n_tasks = settings.pop("n_tasks", 1)
         task_names = tuple(settings.pop("task_names", None) or default_task_names(n_tasks))
@@ -193,14 +191,12 @@ class PairRanker:
     ) -> PairRanker:
         """Load an llmblend PairRanker folder, a PairRM-hf layout folder, or a hub id of either."""
         hf.require_torch("PairRanker")
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoConfig
 
         folder = hf.resolve_model_dir(name_or_path)
         config_dict = hf.read_config(folder)
         settings = cls._settings_from_config(folder, config_dict)
-        backbone_config = AutoConfig.from_pretrained(str(folder))
-        encoder = AutoModel.from_config(backbone_config)
-        hf.drop_pooler(encoder)
+        encoder = load_encoder(folder, config=AutoConfig.from_pretrained(str(folder)))
         module = _module_class()(encoder, settings.n_tasks, settings.dropout, cls._marker_ids(settings))
         state = hf.load_state_dict(folder)
         hf.load_into(module.pretrained_model, hf.split_state_dict(state, "pretrained_model"), str(folder))
@@ -324,7 +320,7 @@ class PairRanker:
         by_length = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         with hf.inference(self.module, bf16=self.bf16, device=self.device):
             for chunk in hf.chunks(by_length, self.batch_size):
-                batch = {k: v.to(self.device) for k, v in self._pad([ids[i] for i in chunk]).items()}
+                batch = to_device(self._pad([ids[i] for i in chunk]), self.device)
                 left, right = self.module(**batch)
                 out[list(chunk)] = (left - right).float().cpu().numpy()
         return out if tasks else out.mean(axis=1)

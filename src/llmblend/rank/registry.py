@@ -64,7 +64,8 @@ RANKERS: dict[str, RankerEntry] = {
 ARCHITECTURES = {"pair-ranker": "pairranker", "pointwise": "pointwise", "dual-encoder": "dual-encoder"}
 
 
-def _resolve(target: str):
+def resolve_target(target: str):
+    """The object a ``"module:attribute.path"`` target names, imported on demand."""
     module_name, _, attribute = target.partition(":")
     obj = importlib.import_module(module_name)
     for part in attribute.split("."):
@@ -107,7 +108,7 @@ def load_ranker(spec: str) -> Ranker:
         raise LlmblendError(f"ranker {name!r} takes no argument, got {spec!r}; use just {name!r}")
     if not argument and entry.argument_required:
         raise LlmblendError(f"ranker {name!r} needs an argument: {name}:<{entry.argument}>")
-    factory = _resolve(entry.target)
+    factory = resolve_target(entry.target)
     return factory(argument) if argument else factory()
 
 

@@ -107,16 +107,9 @@ class TrainResult:
 StepCallback = Callable[[int, int, dict[str, float]], None]
 
 
-def _import_class(target: str):
-    import importlib
-
-    module_name, _, name = target.partition(":")
-    return getattr(importlib.import_module(module_name), name)
-
-
 def build_ranker(config: RankerTrainConfig, task_names: Sequence[str]):
     """A fresh ranker on the backbone (or ``init_from``), with one head output per task."""
-    cls = _import_class(ARCHITECTURES[config.architecture])
+    cls = resolve_target(ARCHITECTURES[config.architecture])
     if config.init_from:
         ranker = cls.from_pretrained(config.init_from, device=config.device)
         if ranker.n_tasks != len(task_names):
