@@ -26,6 +26,8 @@ import numpy as np
 
 from llmblend.errors import LlmblendError
 from llmblend.rank import hf
+from llmblend.rank.encoding import to_device
+from llmblend.rank.registry import resolve_target
 from llmblend.train.config import config_to_yaml, setting
 from llmblend.train.losses import LOSSES, get_loss
 from llmblend.train.pairs import LabelledPair, PairSet, load_pairs
@@ -281,9 +283,7 @@ class RankerTrainer:
         total_loss, correct, judged = 0.0, 0, 0
         for micro in range(c.grad_accum):
             batch = micro_batch(pairs, c, step * c.grad_accum + micro)
-            inputs = {
-                k: v.to(ranker.device) for k, v in ranker.encode_pairs([p.query for p in batch]).items()
-            }
+            inputs = to_device(ranker.encode_pairs([p.query for p in batch]), ranker.device)
             labels = torch.tensor([p.labels for p in batch], dtype=torch.float32, device=ranker.device)
             with torch.autocast(ranker.device.type, dtype=torch.bfloat16, enabled=c.bf16):
                 left, right = ranker.module(**inputs)
