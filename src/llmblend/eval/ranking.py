@@ -274,11 +274,10 @@ def rank_examples(
 ) -> list[Ranking]:
     """``ranker.rank`` over the examples, ``chunk_size`` at a time, calling ``progress(n)`` after each
     chunk; ValueError if the ranker returns the wrong number of rankings."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    from llmblend.rank.hf import chunks
+
     rankings: list[Ranking] = []
-    for start in range(0, len(examples), chunk_size):
-        chunk = examples[start : start + chunk_size]
+    for chunk in chunks(examples, chunk_size):
         got = ranker.rank(chunk, strategy=strategy)
         if len(got) != len(chunk):
             name = getattr(ranker, "name", type(ranker).__name__)
