@@ -357,6 +357,113 @@ def eval_ranker(
         console.print(f"wrote {out}", highlight=False, markup=False)
 
 
+# ---- llmblend rank / compare ------------------------------------------------------------------
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="A PairRanker folder or hub id (default: the ranker that ships with llmblend)."
+    ),
+]
+RuntimeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="fp32, bf16, onnx or onnx-int8 (default: onnx-int8 for the shipped ranker, else fp32)."
+    ),
+]
+
+
+def _pair_ranker(model: str | None, runtime: str | None, batch_size: int = 16):
+    """The PairRanker ``--model`` names, or the packaged default one."""
+    from llmblend.rank.pairranker import PairRanker
+
+    options = {"batch_size": batch_size, **({"runtime": runtime} if runtime else {})}
+    if model is None:
+        return PairRanker.default(**options)
+    return PairRanker.from_pretrained(model, **options)
+
+
+@app.command("rank")
+def rank_command(
+    file: Annotated[Path, typer.Argument(help="A MixInstruct JSONL file (candidates need no scores).")],
+    out: Annotated[Path, typer.Option(help="Where the ranked records go (appended; rerun to resume).")],
+    model: ModelOption = None,
+    strategy: Annotated[
+        str, typer.Option(help="full/max-logits, max-wins, bubble, knockout or sparse-refine.")
+    ] = "sparse-refine",
+    runtime: RuntimeOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pairs per forward pass.")] = 32,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Examples ranked (and written) together.")] = 16,
+) -> None:
+    """Rank every example's candidates with PairRanker (LLM-Blender §3) and write them to OUT.
+
+    Each output record is the input record plus "ranking": the candidate order (best first), one
+    score per candidate, the forward passes used and any error. OUT is appended chunk by chunk;
+    rerunning the same command after an interruption ranks only what OUT lacks.
+    """
+    from llmblend.rank.rank_file import pending_examples, rank_file
+
+    with user_errors():
+        if file.resolve() == out.resolve():
+            raise ValueError(f"--out {out} is the input file; choose another path")
+        todo, done = pending_examples(file, out)
+        if done:
+            err_console.print(f"{out}: {done} examples already ranked; ranking the {len(todo)} left")
+        ranker = _pair_ranker(model, runtime, batch_size)
+        label = model or "default"
+        with _progress_bars() as start:
+            advance = start(f"ranking ({strategy}, {ranker.runtime})", len(todo))
+            last = {"done": 0}
+
+            def on_chunk(ranked: int, total: int) -> None:
+                advance(ranked - last["done"])
+                last["done"] = ranked
+
+            report = rank_file(
+                ranker,
+                file,
+                out,
+                strategy=strategy,
+                ranker_label=label,
+                chunk_size=chunk_size,
+                on_chunk=on_chunk,
+            )
+    console.print(
+        f"ranked {report.ranked} examples in {report.seconds:.1f} s "
+        f"({report.examples_per_second:.2f} examples/s, {report.forwards_per_second:.1f} pair forwards/s, "
+        f"{report.n_forward} forwards); "
+        f"{report.already_done} were already done, {report.failed} failed; output: {out}",
+        highlight=False,
+        markup=False,
+    )
+
+
+@app.command("compare")
+def compare_command(
+    instruction: Annotated[str, typer.Argument(help="The instruction both answers respond to.")],
+    answer_a: Annotated[str, typer.Argument(help="Answer A.")],
+    answer_b: Annotated[str, typer.Argument(help="Answer B.")],
+    model: ModelOption = None,
+    runtime: RuntimeOption = None,
+) -> None:
+    """Say which of two answers PairRanker prefers, and by how much (both orders scored, §3.2).
+
+    The margin is a logit: > 0 favours A; sigmoid(margin) is the ranker's probability that A is better.
+    """
+    import math
+
+    with user_errors():
+        ranker = _pair_ranker(model, runtime)
+        margin = float(ranker.compare([instruction], [answer_a], [answer_b])[0])
+    probability = 1 / (1 + math.exp(-margin))
+    winner = "A" if margin > 0 else "B" if margin < 0 else "neither (a tie)"
+    console.print(
+        f"better: {winner}  margin {margin:+.3f}  P(A better) {probability:.3f}",
+        highlight=False,
+        markup=False,
+    )
+
+
 # ---- llmblend train ... -----------------------------------------------------------------------
 
 train_app = typer.Typer(help="Train rankers (PairRanker and baselines).", no_args_is_help=True)
@@ -457,3 +564,26 @@ def train_ranker_command(
         highlight=False,
         markup=False,
     )
+
+
+@train_app.command("compact")
+def train_compact_command(
+    model: Annotated[Path, typer.Argument(help="A trained PairRanker folder (e.g. OUTPUT_DIR/best).")],
+    out: Annotated[Path, typer.Option(help="Where the compact folder goes.")],
+    base: Annotated[
+        str, typer.Option(help="The encoder it was trained from; users need it too (a hub id or folder).")
+    ] = "sentence-transformers/all-MiniLM-L6-v2",
+) -> None:
+    """Write a trained ranker as an fp16 delta over its base encoder (how the default ranker ships).
+
+    Only tensors that differ from BASE are stored; the word embeddings of BASE's vocabulary must be
+    unchanged (train with freeze_word_embeddings: true). The folder loads like any ranker folder.
+    """
+    from llmblend.rank.compact import save_compact
+    from llmblend.rank.pairranker import PairRanker
+
+    with user_errors():
+        ranker = PairRanker.from_pretrained(model, device="cpu")
+        save_compact(ranker, out, base_model=base)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 1e6
+    console.print(f"wrote {out} ({size:.1f} MB, base {base})", highlight=False, markup=False)

@@ -237,3 +237,32 @@ def test_official_pairrm_checkpoint_matches_its_model_card() -> None:
         PairQuery("I love you!", "I hate you!", "I love you, too!"),
     ]
     np.testing.assert_allclose(ranker.pair_logits(queries), [1.9003, -1.2547], atol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def length_ranker(tiny_bert: Path) -> PairRanker:
+    torch.manual_seed(0)
+    return PairRanker.from_backbone(
+        str(tiny_bert), source_max_length=8, candidate_max_length=6, length_feature=True
+    )
+
+
+def test_length_feature_counts_tokens_before_truncation(length_ranker: PairRanker) -> None:
+    long_answer = " ".join(["city"] * 40)
+    batch = length_ranker.encode_pairs([PairQuery("a", long_answer, "one two")])
+    n_long = len(length_ranker.tokenizer(long_answer, add_special_tokens=False)["input_ids"])
+    assert n_long == 40 and batch["input_ids"].shape[1] < 40  # the encoder sees a cut copy ...
+    expected = np.log1p([40, 2]) / 7.0  # ... the length feature the whole answer
+    np.testing.assert_allclose(batch["lengths"][0].numpy(), expected, rtol=1e-6)
+
+
+def test_length_feature_changes_scores_and_survives_save_load(
+    length_ranker: PairRanker, tmp_path: Path
+) -> None:
+    padded = "one two three four five " * 3
+    short, long = padded + "five", padded + "five " * 30  # identical first tokens, different lengths
+    assert length_ranker.compare(["give a number"], [short], [long])[0] != 0.0
+    length_ranker.save_pretrained(tmp_path / "saved")
+    loaded = PairRanker.from_pretrained(tmp_path / "saved")
+    assert loaded.config.length_feature and loaded.module.length_layer is not None
+    np.testing.assert_array_equal(loaded.compare_pairs(QUERIES), length_ranker.compare_pairs(QUERIES))

@@ -83,10 +83,13 @@ def _config(tmp_path: Path, backbone: Path, **overrides) -> RankerTrainConfig:
     return RankerTrainConfig(**settings)
 
 
-def test_one_step_changes_every_trainable_parameter(tmp_path: Path, tiny_bert: Path) -> None:
+@pytest.mark.parametrize("length_feature", [False, True])
+def test_one_step_changes_every_trainable_parameter(tmp_path: Path, tiny_bert: Path, length_feature) -> None:
     config = _config(tmp_path, tiny_bert, max_steps=1, dev_file=None, dropout=0.0)
     pairs = load_pairs(config.train_file).pairs
-    ranker = PairRanker.from_backbone(str(tiny_bert), source_max_length=16, candidate_max_length=16)
+    ranker = PairRanker.from_backbone(
+        str(tiny_bert), source_max_length=16, candidate_max_length=16, length_feature=length_feature
+    )
     before = {name: p.detach().clone() for name, p in ranker.module.named_parameters()}
     optimizer = torch.optim.AdamW(ranker.module.parameters(), lr=1e-3)
     ranker.module.train()
@@ -239,3 +242,70 @@ def test_baselines_train_with_the_same_loop(tmp_path: Path, tiny_bert: Path, arc
         type(ranker).__name__
         == {"pointwise": "PointwiseRanker", "dual-encoder": "DualEncoderRanker"}[architecture]
     )
+
+
+def write_length_pairs(path: Path, n: int, seed: int) -> Path:
+    """The chosen answer is longer; both start with the same words and exceed the candidate budget,
+    so only the untruncated length tells them apart."""
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8") as handle:
+        for _ in range(n):
+            start = _filler(rng, 20)
+            short, extra = rng.randint(0, 10), rng.randint(20, 60)
+            record = {
+                "prompt": f"question {_filler(rng, 4)}",
+                "chosen": f"{start} {_filler(rng, short + extra)}",
+                "rejected": f"{start} {_filler(rng, short)}",
+            }
+            handle.write(json.dumps(record) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("length_feature", [True, False])
+def test_length_feature_learns_what_truncation_hides(tmp_path: Path, tiny_bert: Path, length_feature) -> None:
+    train = write_length_pairs(tmp_path / "length_train.jsonl", 256, seed=1)
+    dev = write_length_pairs(tmp_path / "length_dev.jsonl", 64, seed=2)
+    config = _config(
+        tmp_path,
+        tiny_bert,
+        train_file=str(train),
+        dev_file=str(dev),
+        length_feature=length_feature,
+        candidate_max_length=8,
+        epochs=4,
+        learning_rate=3e-3,
+    )
+    accuracy = train_ranker(config).best_dev_accuracy
+    if length_feature:
+        assert accuracy >= 0.9
+    else:  # the cut copies are identical: the encoder alone can only guess
+        assert accuracy <= 0.7
+
+
+def test_val_fraction_holds_out_whole_instructions(tmp_path: Path, tiny_bert: Path) -> None:
+    from llmblend.train.ranker import split_by_instruction
+
+    pairs = load_pairs(write_synthetic_pairs(tmp_path / "p.jsonl", 200, seed=3))
+    train, val = split_by_instruction(pairs, 0.2, seed=0)
+    train_sources = {p.query.source for p in train.pairs}
+    val_sources = {p.query.source for p in val.pairs}
+    assert not train_sources & val_sources
+    assert len(train.pairs) + len(val.pairs) == len(pairs.pairs)
+    assert abs(len(val_sources) / len(train_sources | val_sources) - 0.2) < 0.02
+    result = train_ranker(_config(tmp_path, tiny_bert, dev_file=None, val_fraction=0.2, max_steps=16))
+    assert result.best_dev_accuracy is not None and (result.output_dir / "best").is_dir()
+    with pytest.raises(ValueError, match="either dev_file or val_fraction"):
+        _config(tmp_path, tiny_bert, val_fraction=0.2)
+
+
+def test_frozen_word_embeddings_keep_base_rows_and_train_markers(tmp_path: Path, tiny_bert: Path) -> None:
+    config = _config(tmp_path, tiny_bert, dev_file=None, freeze_word_embeddings=True, max_steps=3)
+    torch.manual_seed(config.seed)  # the trainer seeds the same way, so markers start equal
+    initial = PairRanker.from_backbone(str(tiny_bert)).module.pretrained_model.get_input_embeddings().weight
+    trained = PairRanker.from_pretrained(train_ranker(config).model_dir)
+    weight = trained.module.pretrained_model.get_input_embeddings().weight
+    n_base = trained.tokenizer.vocab_size
+    markers = sorted(trained.config.token_ids.values())[:3]  # <|candidate|> is unused by PairRanker
+    assert min(markers) >= n_base
+    assert torch.equal(weight[:n_base], initial[:n_base])
+    assert not torch.equal(weight[markers], initial[markers])

@@ -206,3 +206,34 @@ def type_name(value: Any) -> str:
 def short(value: Any, limit: int = 40) -> str:
     text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def resume_jsonl(path: str | Path, key: str) -> set[Any]:
+    """The ``key`` of every complete record of an output file a previous run appended to.
+
+    A last line cut short by a crash (no final newline, or not JSON) is dropped from the file, so
+    appending can go on; a missing file means nothing was done yet.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return set()
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    done: set[Any] = set()
+    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+        if line.strip():
+            done.add(parse_line(path, number, line)[key])
+    if len(complete) < len(data):
+        with path.open("r+b") as handle:
+            handle.truncate(len(complete))
+    return done
+
+
+def append_jsonl(path: str | Path, records: Iterable[Any]) -> int:
+    """Append records in one write, flushed to disk, so a kill leaves at most one torn last line."""
+    lines = "".join(dumps(record) + "\n" for record in records)
+    with Path(path).open("a", encoding="utf-8", newline="\n") as handle:
+        handle.write(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return lines.count("\n")

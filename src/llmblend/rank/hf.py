@@ -112,14 +112,21 @@ def load_tokenizer(folder: Path):
 
 
 def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    """The weights of a folder: ``model.safetensors``, else ``pytorch_model.bin``."""
+    """The weights of a folder: ``model.safetensors``, else ``pytorch_model.bin``; a compact folder's
+    delta is expanded over its base model (:mod:`llmblend.rank.compact`)."""
     import torch
 
     safetensors_path = folder / WEIGHTS_FILE
     if safetensors_path.is_file():
         from safetensors.torch import load_file
 
-        return load_file(str(safetensors_path))
+        state = load_file(str(safetensors_path))
+        base_model = read_config(folder).get(CONFIG_KEY, {}).get("base_model")
+        if base_model:
+            from llmblend.rank.compact import expand_state
+
+            return expand_state(state, base_model)
+        return state
     bin_path = folder / "pytorch_model.bin"
     if bin_path.is_file():
         return torch.load(bin_path, map_location="cpu", weights_only=True)

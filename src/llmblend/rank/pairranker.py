@@ -6,6 +6,12 @@ hidden states at the three special tokens (h_x, h_1, h_2) go through one shared 
 ``right = head([h_x; h_2])``, and the comparison logit is ``mean_over_tasks(left − right)`` (> 0:
 candidate 1 is better). Each task is one metric the ranker learnt to compare by (§3.1).
 
+With ``length_feature`` (our addition, off in PairRM checkpoints) each candidate also gets
+``length_layer([h_x; φ(n)])`` added to its head output, where ``n`` is the candidate's token count
+before truncation and ``φ(n) = log(1 + n) / 7``: the encoder only sees the first tokens of a long
+answer, yet judges such as GPT-4 weigh how complete (long) an answer is. The layer reads the
+instruction, so how much length matters can depend on what was asked.
+
 Saved folders use the layout of the official ``llm-blender/PairRM-hf`` checkpoint (backbone under
 ``pretrained_model.*``, head under ``head_layer.*``, its config fields), plus an ``llmblend``
 section in config.json; :meth:`PairRanker.from_pretrained` reads both.
@@ -13,6 +19,7 @@ section in config.json; :meth:`PairRanker.from_pretrained` reads both.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +42,15 @@ CANDIDATE2_TOKEN = "<|candidate2|>"
 CANDIDATE_TOKEN = "<|candidate|>"
 SPECIAL_TOKENS = (SOURCE_TOKEN, CANDIDATE1_TOKEN, CANDIDATE2_TOKEN, CANDIDATE_TOKEN)
 ARCHITECTURE = "pair-ranker"
+#: How the forward pass runs at inference: torch fp32, torch with bf16 autocast, ONNX Runtime with
+#: fused attention (fp32), or the same with int8 per-channel weights. Training always uses torch.
+RUNTIMES = ("fp32", "bf16", "onnx", "onnx-int8")
+#: The ranker that ships inside the package (see MODEL_CARD.md there) and the runtime it uses by
+#: default: the fastest that loses at most 0.5 point of dev pairwise accuracy (bench_ranker_runtimes.py).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "pairranker-minilm"
+DEFAULT_RUNTIME = "onnx-int8"
+#: φ(n) = log(1 + n) / LENGTH_SCALE keeps the length feature of answers up to ~1,000 tokens in [0, 1].
+LENGTH_SCALE = 7.0
 
 #: Lengths of the official PairRM checkpoint (its model card's ``tokenize_pair``).
 PAIRRM_LENGTHS = {"source_max_length": 1224, "candidate_max_length": 412, "max_length": 2048}
@@ -47,6 +63,7 @@ class PairRankerSettings:
     ``max_length`` (default ``source + 2 × candidate``) bounds the whole sequence: each candidate
     gets ``(max_length − len(source tokens)) // 2`` tokens, so source budget left unused goes to
     the candidates (§3.1). ``task_names`` name the head's outputs (one per training metric).
+    ``length_feature`` adds the untruncated length of each candidate as an input (module docstring).
     """
 
     source_max_length: int = 128
@@ -56,6 +73,7 @@ class PairRankerSettings:
     dropout: float = 0.05
     task_names: tuple[str, ...] = ("preference",)
     token_ids: dict[str, int] = field(default_factory=dict)
+    length_feature: bool = False
 
     def __post_init__(self) -> None:
         for name in ("source_max_length", "candidate_max_length", "n_tasks"):
@@ -89,7 +107,14 @@ def _module_class():
     class PairRankerModule(nn.Module):
         """Encoder + shared head (§3.1); ``forward`` returns ``(left, right)``, each [B, n_tasks]."""
 
-        def __init__(self, encoder: nn.Module, n_tasks: int, dropout: float, token_ids: Sequence[int]):
+        def __init__(
+            self,
+            encoder: nn.Module,
+            n_tasks: int,
+            dropout: float,
+            token_ids: Sequence[int],
+            length_feature: bool = False,
+        ):
             super().__init__()
             hidden = encoder.config.hidden_size
             self.pretrained_model = encoder
@@ -100,6 +125,11 @@ def _module_class():
                 nn.Dropout(dropout),
                 nn.Linear(hidden, n_tasks),
             )
+            self.length_layer = (
+                nn.Sequential(nn.Linear(hidden + 1, 64), nn.Tanh(), nn.Linear(64, n_tasks))
+                if length_feature
+                else None
+            )
             self.source_id, self.candidate1_id, self.candidate2_id = token_ids
 
         def _states_at(self, states: torch.Tensor, input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
@@ -108,14 +138,19 @@ def _module_class():
             return states[torch.arange(states.shape[0], device=states.device), first]
 
         def forward(
-            self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lengths: torch.Tensor | None = None
         ) -> tuple[torch.Tensor, torch.Tensor]:
+            """``lengths``: [B, 2] φ(token count) of both candidates, needed iff ``length_feature``."""
             states = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask)[0]
             h_x = self._states_at(states, input_ids, self.source_id)
             h_1 = self._states_at(states, input_ids, self.candidate1_id)
             h_2 = self._states_at(states, input_ids, self.candidate2_id)
             left = self.head_layer(torch.cat([h_x, h_1], dim=-1))
             right = self.head_layer(torch.cat([h_x, h_2], dim=-1))
+            if self.length_layer is not None:
+                lengths = lengths.to(h_x.dtype)
+                left = left + self.length_layer(torch.cat([h_x, lengths[:, :1]], dim=-1))
+                right = right + self.length_layer(torch.cat([h_x, lengths[:, 1:]], dim=-1))
             return left, right
 
     return PairRankerModule
@@ -145,9 +180,11 @@ class PairRanker:
         *,
         device: str | None = None,
         batch_size: int = 16,
-        bf16: bool = False,
+        runtime: str = "fp32",
         strategy: str = "max-logits",
     ) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
         self.module = module
         self.tokenizer = tokenizer
         self.config = settings
@@ -155,8 +192,9 @@ class PairRanker:
         self.module.to(self.device)
         self.module.eval()
         self.batch_size = batch_size
-        self.bf16 = bf16
+        self.runtime = runtime
         self.strategy = strategy
+        self._onnx = None  # built on first use by an ONNX runtime
 
     # ---- construction --------------------------------------------------------------------------
 
@@ -172,7 +210,7 @@ class PairRanker:
         """A new ranker: the pretrained encoder ``backbone`` with special tokens and a random head.
 
         ``settings`` are :class:`PairRankerSettings` fields; ``options`` the runtime ones
-        (``batch_size``, ``bf16``, ``strategy``).
+        (``batch_size``, ``runtime``, ``strategy``).
         """
         hf.require_torch("PairRanker")
         folder = hf.resolve_model_dir(backbone)
@@ -182,7 +220,7 @@ class PairRanker:
         n_tasks = settings.pop("n_tasks", 1)
         task_names = tuple(settings.pop("task_names", None) or default_task_names(n_tasks))
         config = PairRankerSettings(n_tasks=n_tasks, task_names=task_names, token_ids=token_ids, **settings)
-        module = _module_class()(encoder, config.n_tasks, config.dropout, cls._marker_ids(config))
+        module = cls._build_module(encoder, config)
         return cls(module, tokenizer, config, device=device, **(options or {}))
 
     @classmethod
@@ -197,13 +235,29 @@ class PairRanker:
         config_dict = hf.read_config(folder)
         settings = cls._settings_from_config(folder, config_dict)
         encoder = load_encoder(folder, config=AutoConfig.from_pretrained(str(folder)))
-        module = _module_class()(encoder, settings.n_tasks, settings.dropout, cls._marker_ids(settings))
+        module = cls._build_module(encoder, settings)
         state = hf.load_state_dict(folder)
         hf.load_into(module.pretrained_model, hf.split_state_dict(state, "pretrained_model"), str(folder))
         hf.load_into(module.head_layer, hf.split_state_dict(state, "head_layer"), str(folder))
+        if module.length_layer is not None:
+            hf.load_into(module.length_layer, hf.split_state_dict(state, "length_layer"), str(folder))
         tokenizer = hf.load_tokenizer(folder)
         cls._check_tokens(folder, tokenizer, settings)
         return cls(module, tokenizer, settings, device=device, **options)
+
+    @classmethod
+    def default(cls, *, device: str | None = None, **options: Any) -> PairRanker:
+        """The ranker that ships with llmblend: MiniLM-L6 trained on alpaca-blend, offline (MODEL_CARD.md).
+
+        ``options`` as for :meth:`from_pretrained`; ``runtime`` defaults to :data:`DEFAULT_RUNTIME`.
+        """
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise LlmblendError(
+                f"the packaged default ranker is missing from {DEFAULT_MODEL_DIR}; reinstall llmblend "
+                "(pip install --force-reinstall llmblend) or name a model folder"
+            )
+        options.setdefault("runtime", DEFAULT_RUNTIME)
+        return cls.from_pretrained(DEFAULT_MODEL_DIR, device=device, **options)
 
     @staticmethod
     def _settings_from_config(folder: Path, config: dict[str, Any]) -> PairRankerSettings:
@@ -228,6 +282,13 @@ class PairRanker:
         raise LlmblendError(
             f"{folder} is not a PairRanker: config.json has neither an '{CONFIG_KEY}' section nor PairRM's "
             "'source_prefix_id'. To start from a plain encoder use PairRanker.from_backbone()."
+        )
+
+    @classmethod
+    def _build_module(cls, encoder, settings: PairRankerSettings):
+        marker_ids = cls._marker_ids(settings)
+        return _module_class()(
+            encoder, settings.n_tasks, settings.dropout, marker_ids, settings.length_feature
         )
 
     @staticmethod
@@ -256,11 +317,11 @@ class PairRanker:
     def n_tasks(self) -> int:
         return self.config.n_tasks
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write a self-describing HF folder in the PairRM-hf layout (config, tokenizer, safetensors)."""
+    def folder_config(self) -> dict[str, Any]:
+        """config.json's body: the backbone's config plus the PairRM-hf fields."""
         ids = self.config.token_ids
-        backbone_config = self.module.pretrained_model.config.to_dict()
-        backbone_config.update(
+        config = self.module.pretrained_model.config.to_dict()
+        config.update(
             source_prefix_id=ids[SOURCE_TOKEN],
             cand1_prefix_id=ids[CANDIDATE1_TOKEN],
             cand2_prefix_id=ids[CANDIDATE2_TOKEN],
@@ -268,9 +329,13 @@ class PairRanker:
             n_tasks=self.config.n_tasks,
             drop_out=self.config.dropout,
         )
+        return config
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write a self-describing HF folder in the PairRM-hf layout (config, tokenizer, safetensors)."""
         hf.save_model_folder(
             path,
-            backbone_config=backbone_config,
+            backbone_config=self.folder_config(),
             settings=self.settings(),
             tokenizer=self.tokenizer,
             state=self.module.state_dict(),
@@ -301,13 +366,27 @@ class PairRanker:
                 ids[i] = source_ids + first[queries[i].first] + second[queries[i].second]
         return ids
 
-    def encode_pairs(self, queries: Sequence[PairQuery]) -> dict[str, Any]:
-        """Padded ``input_ids`` and ``attention_mask`` (CPU tensors) for a batch of ordered pairs."""
-        return self._pad(self._pair_ids(queries))
+    def _pair_lengths(self, queries: Sequence[PairQuery]) -> np.ndarray | None:
+        """φ(untruncated token count) of both candidates of each pair: [Q, 2], or None if unused."""
+        if not self.config.length_feature:
+            return None
+        texts = sorted({t for q in queries for t in (q.first, q.second)})
+        counts = self.tokenizer(texts, add_special_tokens=False, return_length=True)["length"]
+        phi = dict(zip(texts, np.log1p(np.asarray(counts, dtype=np.float64)) / LENGTH_SCALE, strict=True))
+        return np.array([[phi[q.first], phi[q.second]] for q in queries], dtype=np.float32).reshape(-1, 2)
 
-    def _pad(self, ids: list[list[int]]) -> dict[str, Any]:
+    def encode_pairs(self, queries: Sequence[PairQuery]) -> dict[str, Any]:
+        """Padded ``input_ids``, ``attention_mask`` (and ``lengths``) as CPU tensors, for the module."""
+        return self._pad(self._pair_ids(queries), self._pair_lengths(queries))
+
+    def _pad(self, ids: list[list[int]], lengths: np.ndarray | None = None) -> dict[str, Any]:
         padded = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt")
-        return {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
+        batch = {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"]}
+        if lengths is not None:
+            import torch
+
+            batch["lengths"] = torch.from_numpy(lengths)
+        return batch
 
     def pair_logits(self, queries: Sequence[PairQuery], *, tasks: bool = False) -> np.ndarray:
         """Raw single-order logits f(first, second): float64 [Q], or [Q, n_tasks] with ``tasks``.
@@ -315,15 +394,33 @@ class PairRanker:
         One forward per batch of ``batch_size`` pairs; pairs are sorted by length first so a batch
         holds similar lengths and little padding.
         """
-        ids = self._pair_ids(queries)
+        ids, lengths = self._pair_ids(queries), self._pair_lengths(queries)
         out = np.zeros((len(ids), self.config.n_tasks), dtype=np.float64)
         by_length = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        with hf.inference(self.module, bf16=self.bf16, device=self.device):
+        with self._inference():
             for chunk in hf.chunks(by_length, self.batch_size):
-                batch = to_device(self._pad([ids[i] for i in chunk]), self.device)
-                left, right = self.module(**batch)
-                out[list(chunk)] = (left - right).float().cpu().numpy()
+                rows = list(chunk)
+                out[rows] = self._forward(
+                    self._pad([ids[i] for i in rows], None if lengths is None else lengths[rows])
+                )
         return out if tasks else out.mean(axis=1)
+
+    def _inference(self):
+        if self.runtime.startswith("onnx"):
+            return contextlib.nullcontext()
+        return hf.inference(self.module, bf16=self.runtime == "bf16", device=self.device)
+
+    def _forward(self, batch: dict[str, Any]) -> np.ndarray:
+        """``left − right`` of one padded batch with the chosen runtime: [B, n_tasks]."""
+        if self.runtime.startswith("onnx"):
+            if self._onnx is None:
+                from llmblend.rank.onnx_runtime import onnx_module
+
+                self._onnx = onnx_module(self, self.runtime)
+            left, right = self._onnx(**{key: value.numpy() for key, value in batch.items()})
+            return left - right
+        left, right = self.module(**to_device(batch, self.device))
+        return (left - right).float().cpu().numpy()
 
     def compare_pairs(self, queries: Sequence[PairQuery]) -> np.ndarray:
         """Position-debiased comparisons ``(f(a, b) − f(b, a)) / 2`` (§3.2); > 0 means ``first`` wins.

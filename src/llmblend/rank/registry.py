@@ -40,6 +40,10 @@ RANKERS: dict[str, RankerEntry] = {
         "masked-LM folder or hub id",
         argument_required=True,
     ),
+    "default": RankerEntry(
+        "llmblend.rank.pairranker:PairRanker.default",
+        "the PairRanker that ships with llmblend (MiniLM-L6 trained on alpaca-blend; offline)",
+    ),
     "pairranker": RankerEntry(
         "llmblend.rank.pairranker:PairRanker.from_pretrained",
         "PairRanker, the pairwise cross-encoder (LLM-Blender §3)",

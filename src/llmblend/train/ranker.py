@@ -43,7 +43,19 @@ ARCHITECTURES = {
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 CHECKPOINT = "checkpoint.pt"
 #: Settings that must match for a rerun to resume a checkpoint rather than be refused.
-RESUME_KEYS = ("train_file", "backbone", "architecture", "init_from", "metrics", "loss", "seed", "batch_size")
+RESUME_KEYS = (
+    "train_file",
+    "backbone",
+    "architecture",
+    "init_from",
+    "metrics",
+    "loss",
+    "seed",
+    "batch_size",
+    "val_fraction",
+    "length_feature",
+    "freeze_word_embeddings",
+)
 
 
 @dataclass
@@ -53,6 +65,11 @@ class RankerTrainConfig:
     train_file: str = setting("MixInstruct file with candidate scores, or preference pairs")
     output_dir: str = setting("where best/, last/, checkpoint.pt and log.jsonl go")
     dev_file: str | None = setting("file for pairwise accuracy during training", None)
+    val_fraction: float = setting(
+        "without dev_file: hold out this share of the training instructions (all their pairs) "
+        "for pairwise accuracy and best/",
+        0.0,
+    )
     backbone: str = setting("HF encoder folder or hub id", DEFAULT_BACKBONE)
     architecture: str = setting("pair-ranker, pointwise, dual-encoder", "pair-ranker")
     init_from: str | None = setting("a saved ranker folder to fine-tune further", None)
@@ -65,6 +82,12 @@ class RankerTrainConfig:
     source_max_length: int = setting("tokens kept of the instruction", 128)
     candidate_max_length: int = setting("tokens kept of each candidate", 128)
     dropout: float = setting("dropout in the head", 0.05)
+    length_feature: bool = setting("pair-ranker: also read each answer's untruncated length", False)
+    freeze_word_embeddings: bool = setting(
+        "keep the backbone's word embeddings fixed (added marker tokens still learn), so the "
+        "trained model can ship as a small delta over the base",
+        False,
+    )
     batch_size: int = setting("pairs per micro-batch", 8)
     grad_accum: int = setting("micro-batches per optimiser step", 1)
     learning_rate: float = setting("peak AdamW learning rate", 3e-5)
@@ -90,6 +113,14 @@ class RankerTrainConfig:
             raise ValueError(f"epochs must be > 0 (got {self.epochs}) unless max_steps is set")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.val_fraction and self.dev_file:
+            raise ValueError("set either dev_file or val_fraction, not both (both would pick best/)")
+        if self.length_feature and self.architecture != "pair-ranker":
+            raise ValueError(
+                f"length_feature is a pair-ranker setting; architecture is {self.architecture!r}"
+            )
         self.metrics = tuple(self.metrics)
 
 
@@ -128,7 +159,23 @@ def build_ranker(config: RankerTrainConfig, task_names: Sequence[str]):
     )
     if config.architecture == "pair-ranker":
         settings["task_names"] = tuple(task_names)
+        settings["length_feature"] = config.length_feature
     return cls.from_backbone(config.backbone, device=config.device, **settings)
+
+
+def split_by_instruction(pairs: PairSet, fraction: float, seed: int) -> tuple[PairSet, PairSet]:
+    """(train, validation): a seeded ``fraction`` of the distinct instructions, with all their pairs,
+    goes to validation, so no validation instruction is ever trained on."""
+    sources = sorted({p.query.source for p in pairs.pairs})
+    n_val = max(1, round(fraction * len(sources)))
+    if n_val >= len(sources):
+        raise LlmblendError(
+            f"val_fraction {fraction} leaves no training instructions ({len(sources)} in all)"
+        )
+    held_out = set(random.Random(seed).sample(sources, n_val))
+    train = [p for p in pairs.pairs if p.query.source not in held_out]
+    val = [p for p in pairs.pairs if p.query.source in held_out]
+    return PairSet(train, pairs.task_names), PairSet(val, pairs.task_names)
 
 
 def epoch_order(n_pairs: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,14 +200,31 @@ def total_steps(n_pairs: int, config: RankerTrainConfig) -> int:
     return max(1, math.ceil(micro_batches / config.grad_accum))
 
 
-def make_optimizer(module, config: RankerTrainConfig, steps: int):
-    """AdamW (no decay on biases and norms) with linear warmup then linear decay to 0."""
+def freeze_word_embeddings(ranker) -> Any:
+    """Zero the gradient of every word-embedding row the base tokenizer had; rows of tokens added
+    for the ranker (markers) still learn. Returns the embedding weight (kept out of weight decay)."""
+    weight = ranker.module.pretrained_model.get_input_embeddings().weight
+    base_vocab = ranker.tokenizer.vocab_size
+
+    def keep_added_rows(grad):
+        grad = grad.clone()
+        grad[:base_vocab] = 0
+        return grad
+
+    weight.register_hook(keep_added_rows)
+    return weight
+
+
+def make_optimizer(module, config: RankerTrainConfig, steps: int, *, frozen=()):
+    """AdamW (no decay on biases, norms and ``frozen``) with linear warmup then linear decay to 0."""
     import torch
 
+    frozen_ids = {id(param) for param in frozen}
     decay, no_decay = [], []
     for name, param in module.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+            plain = param.ndim < 2 or "norm" in name.lower() or id(param) in frozen_ids
+            (no_decay if plain else decay).append(param)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.learning_rate,
@@ -207,7 +271,11 @@ class RankerTrainer:
             limit=c.max_train_pairs,
         )
         dev = None
-        if c.dev_file:
+        if c.val_fraction:
+            train, dev = split_by_instruction(train, c.val_fraction, c.seed)
+            if len(dev.pairs) > c.max_dev_pairs:
+                dev = PairSet(random.Random(c.seed + 1).sample(dev.pairs, c.max_dev_pairs), dev.task_names)
+        elif c.dev_file:
             dev = load_pairs(
                 c.dev_file,
                 metrics=train.task_names if train.task_names != ("preference",) else None,
@@ -246,8 +314,9 @@ class RankerTrainer:
         random.seed(c.seed)
         ranker = build_ranker(c, train.task_names)
         module = ranker.module
+        frozen = [freeze_word_embeddings(ranker)] if c.freeze_word_embeddings else []
         steps = total_steps(len(train.pairs), c)
-        optimizer, scheduler = make_optimizer(module, c, steps)
+        optimizer, scheduler = make_optimizer(module, c, steps, frozen=frozen)
         state = self._resume(module, optimizer, scheduler)
         start, best = state["step"], state["best"]
         self.history = state["history"]
