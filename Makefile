@@ -27,6 +27,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmblend data build alpaca-blend --out $(DEMO_DIR)
 	$(BIN)/llmblend data stats $(DEMO_DIR)/dev.jsonl
+	rm -f build/demo-ranked.jsonl
+	$(BIN)/llmblend rank $(DEMO_DIR)/dev.jsonl --out build/demo-ranked.jsonl --limit 8
+	$(BIN)/llmblend compare "Name three primary colours." \
+	    "The primary colours of pigment are red, yellow and blue; of light, red, green and blue." "Green."
 
 lint:
 	$(BIN)/ruff check src tests bench

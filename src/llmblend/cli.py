@@ -394,6 +394,7 @@ def rank_command(
     runtime: RuntimeOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Pairs per forward pass.")] = 32,
     chunk_size: Annotated[int, typer.Option(min=1, help="Examples ranked (and written) together.")] = 16,
+    limit: Annotated[int | None, typer.Option(min=1, help="Rank only the first N examples of FILE.")] = None,
 ) -> None:
     """Rank every example's candidates with PairRanker (LLM-Blender §3) and write them to OUT.
 
@@ -406,7 +407,7 @@ def rank_command(
     with user_errors():
         if file.resolve() == out.resolve():
             raise ValueError(f"--out {out} is the input file; choose another path")
-        todo, done = pending_examples(file, out)
+        todo, done = pending_examples(file, out, limit)
         if done:
             err_console.print(f"{out}: {done} examples already ranked; ranking the {len(todo)} left")
         ranker = _pair_ranker(model, runtime, batch_size)
@@ -426,6 +427,7 @@ def rank_command(
                 strategy=strategy,
                 ranker_label=label,
                 chunk_size=chunk_size,
+                limit=limit,
                 on_chunk=on_chunk,
             )
     console.print(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,15 @@ def _chunks(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
         yield chunk
 
 
-def pending_examples(source: str | Path, out: str | Path) -> tuple[list[Example], int]:
-    """The examples of ``source`` not yet in ``out``, and how many are (a torn last line is dropped)."""
+def pending_examples(
+    source: str | Path, out: str | Path, limit: int | None = None
+) -> tuple[list[Example], int]:
+    """The examples of ``source`` (its first ``limit``) not yet in ``out``, and how many are done.
+
+    A last line of ``out`` cut short by a kill is dropped from the file first.
+    """
     done = resume_jsonl(out, "id")
-    todo = [example for example in read_mixinstruct(source) if example.id not in done]
+    todo = [example for example in islice(read_mixinstruct(source), limit) if example.id not in done]
     return todo, len(done)
 
 
@@ -84,9 +90,11 @@ def rank_file(
     strategy: str,
     ranker_label: str,
     chunk_size: int = 16,
+    limit: int | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> RankFileReport:
-    """Rank the examples of ``source`` that ``out`` lacks, appending each ranked chunk to ``out``.
+    """Rank the examples of ``source`` (its first ``limit``) that ``out`` lacks, appending each
+    ranked chunk to ``out``.
 
     ``on_chunk(done, total)`` is called after each chunk (for progress bars). Per-example failures
     are written as rankings with ``error`` set, not raised.
@@ -94,7 +102,7 @@ def rank_file(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    todo, already_done = pending_examples(source, out)
+    todo, already_done = pending_examples(source, out, limit)
     started = time.perf_counter()
     ranked = n_forward = failed = 0
     for chunk in _chunks(todo, chunk_size):
