@@ -62,3 +62,19 @@ def test_trained_base_vocabulary_is_refused(tiny_bert: Path, tmp_path: Path) -> 
     with pytest.raises(LlmblendError, match="freeze_word_embeddings"):
         save_compact(ranker, tmp_path / "compact", base_model=str(tiny_bert))
     assert not (tmp_path / "compact").exists()
+
+
+def test_cli_train_compact_writes_a_loadable_folder(tiny_bert: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from llmblend.cli import app
+
+    ranker = fine_tuned(tiny_bert)
+    ranker.save_pretrained(tmp_path / "best")
+    out = tmp_path / "shipped"
+    result = CliRunner().invoke(
+        app, ["train", "compact", str(tmp_path / "best"), "--out", str(out), "--base", str(tiny_bert)]
+    )
+    assert result.exit_code == 0 and f"wrote {out}" in result.output, result.output
+    loaded = PairRanker.from_pretrained(out)
+    np.testing.assert_allclose(loaded.compare_pairs(QUERIES), ranker.compare_pairs(QUERIES), atol=2e-3)

@@ -309,3 +309,16 @@ def test_frozen_word_embeddings_keep_base_rows_and_train_markers(tmp_path: Path,
     assert min(markers) >= n_base
     assert torch.equal(weight[:n_base], initial[:n_base])
     assert not torch.equal(weight[markers], initial[markers])
+
+
+def test_layers_outside_the_backbone_learn_at_head_lr_scale(tmp_path: Path, tiny_bert: Path) -> None:
+    from llmblend.train.ranker import make_optimizer
+
+    config = _config(tmp_path, tiny_bert, learning_rate=1e-4, head_lr_scale=20.0, warmup_ratio=0.0)
+    ranker = PairRanker.from_backbone(str(tiny_bert), length_feature=True)
+    optimizer, _ = make_optimizer(ranker.module, config, steps=10)
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    for name, param in ranker.module.named_parameters():
+        expected = 1e-4 if name.startswith("pretrained_model.") else 2e-3
+        assert lr_of[id(param)] == pytest.approx(expected), name
+    assert len(lr_of) == len(list(ranker.module.parameters()))

@@ -54,6 +54,7 @@ RESUME_KEYS = (
     "batch_size",
     "val_fraction",
     "length_feature",
+    "head_lr_scale",
     "freeze_word_embeddings",
 )
 
@@ -91,6 +92,11 @@ class RankerTrainConfig:
     batch_size: int = setting("pairs per micro-batch", 8)
     grad_accum: int = setting("micro-batches per optimiser step", 1)
     learning_rate: float = setting("peak AdamW learning rate", 3e-5)
+    head_lr_scale: float = setting(
+        "learning-rate multiplier for the layers that start random (head, length layer): with the "
+        "backbone's small rate they barely move in a short run",
+        1.0,
+    )
     weight_decay: float = setting("AdamW weight decay (not on biases/norms)", 0.01)
     warmup_ratio: float = setting("share of steps spent warming up", 0.05)
     epochs: float = setting("passes over the training pairs", 1.0)
@@ -215,18 +221,32 @@ def freeze_word_embeddings(ranker) -> Any:
     return weight
 
 
+def backbone_of(module):
+    """The pretrained encoder inside a ranker module (PairRanker: ``pretrained_model``)."""
+    return getattr(module, "pretrained_model", None) or module.encoder
+
+
 def make_optimizer(module, config: RankerTrainConfig, steps: int, *, frozen=()):
-    """AdamW (no decay on biases, norms and ``frozen``) with linear warmup then linear decay to 0."""
+    """AdamW with linear warmup then linear decay to 0. No weight decay on biases, norms and
+    ``frozen``; the layers outside the backbone learn at ``head_lr_scale`` × the rate."""
     import torch
 
     frozen_ids = {id(param) for param in frozen}
-    decay, no_decay = [], []
+    pretrained = {id(param) for param in backbone_of(module).parameters()}
+    groups: dict[tuple[bool, bool], list] = {}
     for name, param in module.named_parameters():
         if param.requires_grad:
             plain = param.ndim < 2 or "norm" in name.lower() or id(param) in frozen_ids
-            (no_decay if plain else decay).append(param)
+            groups.setdefault((plain, id(param) in pretrained), []).append(param)
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {
+                "params": params,
+                "weight_decay": 0.0 if plain else config.weight_decay,
+                "lr": config.learning_rate * (1.0 if in_backbone else config.head_lr_scale),
+            }
+            for (plain, in_backbone), params in sorted(groups.items())
+        ],
         lr=config.learning_rate,
     )
     warmup = int(steps * config.warmup_ratio)
@@ -369,7 +389,7 @@ class RankerTrainer:
         return {
             "loss": total_loss,
             "train_accuracy": correct / judged if judged else float("nan"),
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": optimizer.param_groups[-1]["lr"],  # the backbone's (groups sorted: backbone last)
             "seconds": time.perf_counter() - started,
         }
 
