@@ -183,6 +183,8 @@ def save_model_folder(
         tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         os.chmod(staging, 0o755)
+        for file in staging.iterdir():
+            os.chmod(file, 0o644)  # a model folder is meant to be shared (some writers create 0600)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

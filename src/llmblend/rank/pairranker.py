@@ -249,7 +249,9 @@ class PairRanker:
     def default(cls, *, device: str | None = None, **options: Any) -> PairRanker:
         """The ranker that ships with llmblend: MiniLM-L6 trained on alpaca-blend, offline (MODEL_CARD.md).
 
-        ``options`` as for :meth:`from_pretrained`; ``runtime`` defaults to :data:`DEFAULT_RUNTIME`.
+        ``options`` as for :meth:`from_pretrained`; ``runtime`` defaults to :data:`DEFAULT_RUNTIME`
+        and ``strategy`` to ``sparse-refine`` (full-matrix quality on dev with 66 instead of 110
+        forwards for 11 candidates).
         """
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
             raise LlmblendError(
@@ -257,6 +259,7 @@ class PairRanker:
                 "(pip install --force-reinstall llmblend) or name a model folder"
             )
         options.setdefault("runtime", DEFAULT_RUNTIME)
+        options.setdefault("strategy", "sparse-refine")
         return cls.from_pretrained(DEFAULT_MODEL_DIR, device=device, **options)
 
     @staticmethod
@@ -371,7 +374,7 @@ class PairRanker:
         if not self.config.length_feature:
             return None
         texts = sorted({t for q in queries for t in (q.first, q.second)})
-        counts = self.tokenizer(texts, add_special_tokens=False, return_length=True)["length"]
+        counts = self.tokenizer(texts, add_special_tokens=False, return_length=True, verbose=False)["length"]
         phi = dict(zip(texts, np.log1p(np.asarray(counts, dtype=np.float64)) / LENGTH_SCALE, strict=True))
         return np.array([[phi[q.first], phi[q.second]] for q in queries], dtype=np.float32).reshape(-1, 2)
 
