@@ -43,7 +43,8 @@ CANDIDATE_TOKEN = "<|candidate|>"
 SPECIAL_TOKENS = (SOURCE_TOKEN, CANDIDATE1_TOKEN, CANDIDATE2_TOKEN, CANDIDATE_TOKEN)
 ARCHITECTURE = "pair-ranker"
 #: How the forward pass runs at inference: torch fp32, torch with bf16 autocast, ONNX Runtime with
-#: fused attention (fp32), or the same with int8 per-channel weights. Training always uses torch.
+#: fused attention (fp32), or the same with int8 per-channel weights. Training always uses torch; an
+#: ONNX graph is built from the weights at its first use, so change weights only on an fp32 ranker.
 RUNTIMES = ("fp32", "bf16", "onnx", "onnx-int8")
 #: The ranker that ships inside the package (see MODEL_CARD.md there) and the runtime it uses by
 #: default: the fastest that loses at most 0.5 point of dev pairwise accuracy (bench_ranker_runtimes.py).
