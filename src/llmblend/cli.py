@@ -402,7 +402,7 @@ def rank_command(
     score per candidate, the forward passes used and any error. OUT is appended chunk by chunk;
     rerunning the same command after an interruption ranks only what OUT lacks.
     """
-    from llmblend.rank.rank_file import pending_examples, rank_file
+    from llmblend.rank.rank_file import pending_examples, rank_pending
 
     with user_errors():
         if file.resolve() == out.resolve():
@@ -420,14 +420,14 @@ def rank_command(
                 advance(ranked - last["done"])
                 last["done"] = ranked
 
-            report = rank_file(
+            report = rank_pending(
                 ranker,
-                file,
+                todo,
                 out,
+                already_done=done,
                 strategy=strategy,
                 ranker_label=label,
                 chunk_size=chunk_size,
-                limit=limit,
                 on_chunk=on_chunk,
             )
     console.print(

@@ -94,7 +94,32 @@ def rank_file(
     on_chunk: Callable[[int, int], None] | None = None,
 ) -> RankFileReport:
     """Rank the examples of ``source`` (its first ``limit``) that ``out`` lacks, appending each
-    ranked chunk to ``out``.
+    ranked chunk to ``out``; see :func:`rank_pending`."""
+    todo, already_done = pending_examples(source, out, limit)
+    return rank_pending(
+        ranker,
+        todo,
+        out,
+        already_done=already_done,
+        strategy=strategy,
+        ranker_label=ranker_label,
+        chunk_size=chunk_size,
+        on_chunk=on_chunk,
+    )
+
+
+def rank_pending(
+    ranker: Ranker,
+    todo: Sequence[Example],
+    out: str | Path,
+    *,
+    already_done: int,
+    strategy: str,
+    ranker_label: str,
+    chunk_size: int = 16,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> RankFileReport:
+    """Rank ``todo`` (from :func:`pending_examples`) chunk by chunk, appending each chunk to ``out``.
 
     ``on_chunk(done, total)`` is called after each chunk (for progress bars). Per-example failures
     are written as rankings with ``error`` set, not raised.
@@ -102,7 +127,6 @@ def rank_file(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    todo, already_done = pending_examples(source, out, limit)
     started = time.perf_counter()
     ranked = n_forward = failed = 0
     for chunk in _chunks(todo, chunk_size):
