@@ -48,11 +48,11 @@ def one_by_one(backend: HFBackend, prompts: list, params: GenerationParams) -> l
     return [backend.generate_batch([prompt], params)[0] for prompt in prompts]
 
 
-def ascii_stop(text: str, start: int = 3) -> tuple[str, int]:
-    """A 3-character ASCII letter/digit stop string from ``text`` and where it first occurs."""
-    for k in range(start, len(text) - 3):
-        stop = text[k : k + 3]
-        if stop.isascii() and stop.isalnum() and text.find(stop) == k:
+def ascii_stop(text: str, start: int = 2) -> tuple[str, int]:
+    """A 2-character printable ASCII stop string from ``text`` (not at its end) and where it first occurs."""
+    for k in range(start, len(text) - 4):
+        stop = text[k : k + 2]
+        if stop.isascii() and stop.isprintable() and not stop.isspace() and text.find(stop) == k:
             return stop, k
     raise AssertionError(f"no usable stop string in {text!r}")
 

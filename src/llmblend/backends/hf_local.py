@@ -29,7 +29,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from llmblend.backends.base import Backend, Generation, GenerationParams, as_messages
+from llmblend.backends.base import (
+    COMPLETION_STOP,
+    COMPLETION_TEMPLATE,
+    Backend,
+    Generation,
+    GenerationParams,
+    as_messages,
+)
 from llmblend.errors import BackendError, BackendResponseError, MissingExtraError
 from llmblend.types import Prompt, prompt_text
 
@@ -38,10 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The prompt frame of base models (no chat template); ``{prompt}`` is the flattened instruction.
-COMPLETION_TEMPLATE: Final = "### Instruction:\n{prompt}\n\n### Response:\n"
-#: Stop strings of :data:`COMPLETION_TEMPLATE`: a base model that starts a new instruction is done.
-COMPLETION_STOP: Final = ("### Instruction",)
+
 #: Accepted ``dtype`` values; "auto" is float32 on CPU and the checkpoint's own dtype elsewhere.
 DTYPES: Final = ("auto", "float32", "bfloat16", "float16")
 
@@ -356,7 +360,8 @@ class HFBackend(Backend):
         max_new = params.max_tokens
         if self.max_positions is not None:
             max_new = max(1, min(max_new, self.max_positions - width))
-        stopper = _StopStrings(self._tokenizer, params.stop, width) if params.stop else None
+        stops = [stop for stop in params.stop if stop]
+        stopper = _StopStrings(self._tokenizer, stops, width) if stops else None
         sampler = (
             None
             if params.greedy
@@ -393,8 +398,8 @@ class HFBackend(Backend):
 
     def _finish(self, row: _Row, tokens: list[int], done_at: int | None, latency: float) -> Generation:
         """The answer of one row: new tokens up to eos or a stop string, decoded."""
-        count, reason = len(tokens), "length"
-        eos_at = next((k for k, token in enumerate(tokens) if token in self._eos_ids), None)
+        count, reason, eos_ids = len(tokens), "length", self._eos_ids
+        eos_at = next((k for k, token in enumerate(tokens) if token in eos_ids), None)
         if eos_at is not None:
             tokens, count, reason = tokens[:eos_at], eos_at + 1, "stop"
         if done_at is not None:
