@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	# llama-cpp-python compiles llama.cpp (about 6 minutes on 2 cores): use every core
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -27,8 +28,9 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/llmblend data build alpaca-blend --out $(DEMO_DIR)
 	$(BIN)/llmblend data stats $(DEMO_DIR)/dev.jsonl
-	rm -f build/demo-ranked.jsonl
+	rm -f build/demo-ranked.jsonl build/demo-generated.jsonl build/demo-generated.failed.jsonl
 	$(BIN)/llmblend rank $(DEMO_DIR)/dev.jsonl --out build/demo-ranked.jsonl --limit 8
+	$(BIN)/llmblend generate --instructions $(DEMO_DIR)/dev.jsonl --out build/demo-generated.jsonl --limit 2
 	$(BIN)/llmblend compare "Name three primary colours." \
 	    "The primary colours of pigment are red, yellow and blue; of light, red, green and blue." "Green."
 

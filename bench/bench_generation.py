@@ -92,7 +92,7 @@ async def main() -> None:
         await warm(backend, params)
 
     total_wall, total_tokens = 0.0, 0
-    for model, backend in alone.items():
+    for backend in alone.values():
         wall, tokens = await timed_run([Slot(backend, params)], prompts, args.out / "alone.jsonl")
         rows.append(row(f"{backend.name} alone, {cores} threads", wall, tokens))
         total_wall, total_tokens = total_wall + wall, total_tokens + tokens
