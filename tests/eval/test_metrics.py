@@ -176,7 +176,7 @@ def test_bertscore_identity_paraphrase_and_batching(minilm_bertscore):
         "the capital of france is paris.",
         "fine, that works for me",
     ]
-    result = minilm_bertscore.score(cands, refs + [])
+    result = minilm_bertscore.score(cands, refs)
     assert isinstance(result, MetricResult) and result.name == "bertscore"
     assert result.per_example[0] == pytest.approx(1.0, abs=1e-4)
     paraphrase = minilm_bertscore.score(["a cat was sitting on the mat."], [cands[0]]).per_example[0]
@@ -184,6 +184,8 @@ def test_bertscore_identity_paraphrase_and_batching(minilm_bertscore):
     one_by_one = [minilm_bertscore.score([c], [r]).per_example[0] for c, r in zip(cands, refs, strict=True)]
     np.testing.assert_allclose(result.per_example, one_by_one, atol=1e-5)
     assert result.corpus == pytest.approx(result.per_example.mean())
+    # F1 is symmetric (precision one way is recall the other), unlike P or R alone
+    np.testing.assert_allclose(minilm_bertscore.score(refs, cands).per_example, result.per_example, atol=1e-5)
 
 
 def test_bertscore_on_a_local_folder_with_idf(torch, tiny_bert: Path):
@@ -199,7 +201,9 @@ def test_bertscore_on_a_local_folder_with_idf(torch, tiny_bert: Path):
 
 # -- BARTScore on a tiny random T5 (word-level tokenizer that appends </s>)
 
-T5_WORDS = "the cat sat on mat a dog ran in park paris is capital of france what good answer".split()
+# targets of 2..8 tokens with </s>, so every batch of 2 or 3 pads sources and labels
+BART_CANDS = ["the cat sat on the mat", "a dog", "paris is the capital of france", "good", "what answer"]
+BART_REFS = ["the cat sat on the mat", "a dog ran in the park", "the capital", "what is a good answer", "cat"]
 
 
 def make_tiny_t5(folder: Path) -> Path:
@@ -208,7 +212,8 @@ def make_tiny_t5(folder: Path) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(dict.fromkeys(T5_WORDS))}}
+    words = dict.fromkeys(" ".join(BART_CANDS + BART_REFS).split())
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.post_processor = processors.TemplateProcessing(
@@ -239,11 +244,6 @@ def make_tiny_t5(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def tiny_t5(torch, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_t5(tmp_path_factory.mktemp("tiny-t5"))
-
-
-# targets of 2..8 tokens with </s>, so every batch of 2 or 3 pads sources and labels
-BART_CANDS = ["the cat sat on the mat", "a dog", "paris is the capital of france", "good", "what answer"]
-BART_REFS = ["the cat sat on the mat", "a dog ran in the park", "the capital", "what is a good answer", "cat"]
 
 
 def direct_log_likelihood(folder: Path, source: str, target: str, max_length: int = 1024) -> float:

@@ -321,7 +321,7 @@ class BertScoreMetric(Metric):
     ) -> None:
         _check_positive("batch_size", batch_size)
         _require_torch("BERTScore")
-        bert_score = _require("bert_score", "bert-score", "eval", "BERTScore")
+        bert_score = _require("bert_score", "bert-score", "ml", "BERTScore")
         from llmblend.rank.hf import pick_device, resolve_model_dir
 
         if model is None:
@@ -452,7 +452,7 @@ class BartScoreMetric(Metric):
         )
         inputs = encode(sources).to(self.device)
         labels = encode(text_target=targets).to(self.device)
-        label_ids = labels["input_ids"]
+        label_ids = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
         with torch.inference_mode():
             logits = self.model(
                 input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], labels=label_ids
@@ -579,9 +579,7 @@ METRICS: dict[str, MetricEntry] = {
         variant: MetricEntry(partial(RougeMetric, variant), f"{variant} F-measure, 0-1, stemmed", "eval")
         for variant in ROUGE_VARIANTS
     },
-    "bertscore": MetricEntry(
-        BertScoreMetric, "BERTScore F1 (default: packaged MiniLM-L6, layer 6)", "eval,ml"
-    ),
+    "bertscore": MetricEntry(BertScoreMetric, "BERTScore F1 (default: packaged MiniLM-L6, layer 6)", "ml"),
     "bartscore": MetricEntry(
         BartScoreMetric, "BARTScore: mean token log-likelihood under a seq2seq LM (model=...)", "ml"
     ),
