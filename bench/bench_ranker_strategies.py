@@ -18,15 +18,14 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.eval.ranking import correlation, selection_quality
-from llmblend.rank.base import PairQuery, rank_items
+from llmblend.rank.base import rank_items
 from llmblend.rank.baselines import LongestRanker, MBRRanker
 from llmblend.rank.pairranker import PairRanker
-from llmblend.rank.strategies import run_strategy
+from llmblend.rank.strategies import full_matrix_scorer, run_strategy
 
 STRATEGIES = ("max-logits", "max-wins", "sparse-refine", "knockout", "bubble")
 ORACLE = "gpt4_win"
@@ -48,22 +47,13 @@ def throughput(examples, ranker: PairRanker, n_examples: int) -> None:
 
 
 def cached_scorer(ranker: PairRanker, examples):
-    """Score every ordered pair of every example once; return a scorer that looks them up."""
-    queries = [
-        PairQuery(item.source, a, b)
-        for item in rank_items(examples)
-        for i, a in enumerate(item.candidates)
-        for j, b in enumerate(item.candidates)
-        if i != j
-    ]
-    unique = list(dict.fromkeys(queries))
+    """Every ordered pair of every example scored once (timed); a scorer that looks them up."""
     started = time.perf_counter()
-    logits = ranker.pair_logits(unique)
+    scorer = full_matrix_scorer(ranker.pair_logits, rank_items(examples))
     seconds = time.perf_counter() - started
-    rate = len(unique) / seconds
-    print(f"full matrices: {len(unique)} pair forwards in {seconds:.0f} s ({rate:.1f} pairs/s)")
-    table = dict(zip(unique, logits, strict=True))
-    return lambda batch: np.array([table[q] for q in batch], dtype=np.float64)
+    pairs = sum(len(e.candidates) * (len(e.candidates) - 1) for e in examples)
+    print(f"full matrices: {pairs} pair forwards in {seconds:.0f} s ({pairs / seconds:.1f} pairs/s)")
+    return scorer
 
 
 def quality(examples, ranker: PairRanker) -> None:

@@ -283,7 +283,7 @@ def cache_lines(path: Path) -> list[dict]:
 
 
 def test_a_rerun_with_the_cache_asks_nothing_and_gives_the_same_verdicts(tmp_path: Path) -> None:
-    cache = tmp_path / "judge.jsonl"
+    cache = tmp_path / "runs" / "judge.jsonl"  # the folder is made on the first append
     first = PairwiseJudge(ScriptedJudge(prefers_longer), cache_path=cache)
     verdicts = judge_all(first)
     assert first.usage.calls == 6 and len(cache_lines(cache)) == 6

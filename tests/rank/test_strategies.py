@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from llmblend.rank.base import PairQuery, RankItem
-from llmblend.rank.strategies import STRATEGIES, run_strategy
+from llmblend.rank.strategies import STRATEGIES, full_matrix_scorer, run_strategy
 
 STRATEGY_NAMES = list(STRATEGIES)
 CHEAP = ["bubble", "knockout", "sparse-refine"]
@@ -278,3 +278,13 @@ def test_sparse_refine_is_close_to_full_with_far_fewer_forwards() -> None:
     assert rho >= full_rho - 0.02
     # and it ranks the whole field far better than the 2(N−1) strategies
     assert rho > max(_quality(name, qualities, noise=0.5)[1] for name in ("bubble", "knockout")) + 0.05
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_a_full_matrix_replays_every_strategy_exactly(name: str) -> None:
+    live = SyntheticScorer(random_qualities(4, 7, seed=3), noise=0.5)
+    cached = SyntheticScorer(random_qualities(4, 7, seed=3), noise=0.5)
+    scorer = full_matrix_scorer(cached, cached.items())
+    assert len(cached.calls) == 1 and len(cached.calls[0]) == 4 * 7 * 6  # each ordered pair once
+    assert run_strategy(name, cached.items(), scorer) == run_strategy(name, live.items(), live)
+    assert len(cached.calls) == 1  # replaying asked the model nothing more

@@ -426,6 +426,7 @@ class PairwiseJudge:
             "prompt_tokens": generation.prompt_tokens,
             "completion_tokens": generation.completion_tokens,
         }
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         append_jsonl(self.cache_path, [record])
 
 

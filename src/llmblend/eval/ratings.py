@@ -220,32 +220,52 @@ def bradley_terry(
 # ---------------------------------------------------------------- bootstrap
 
 
-def _bootstrap_elo(enc: _Encoded, samples: np.ndarray, options: dict[str, Any]) -> np.ndarray:
-    k, scale, base = options.get("k", 4.0), options.get("scale", 400.0), options.get("base", 10.0)
-    init = options.get("init", 1000.0)
-    ratings = _online_elo(enc.a[samples], enc.b[samples], enc.score[samples], len(enc.models), k, scale, base)
-    return ratings + init
-
-
-def _bootstrap_bt(enc: _Encoded, samples: np.ndarray, options: dict[str, Any]) -> np.ndarray:
-    scale, base = options.get("scale", 400.0), options.get("base", 10.0)
-    init, l2 = options.get("init", 1000.0), options.get("l2", 1e-4)
-    n_models = len(enc.models)
-    start = _fit_bt(_pair_totals(enc), n_models, l2)  # warm start: every resample is near the full fit
-    thetas = np.empty((samples.shape[0], n_models))
-    for r, sample in enumerate(samples):
-        weights = np.bincount(sample, minlength=enc.score.size).astype(np.float64)
-        thetas[r] = _fit_bt(_pair_totals(enc, weights), n_models, l2, start)
-    return _bt_to_scale(thetas, scale, base, init)
-
-
-#: The keyword options each method takes.
+#: Every rating option and its default; :data:`_OPTIONS` says which method takes which.
+_DEFAULTS: Final = {"k": 4.0, "scale": 400.0, "base": 10.0, "init": 1000.0, "l2": 1e-4}
 _OPTIONS: Final = {
     "elo": frozenset({"k", "scale", "base", "init"}),
     "bt": frozenset({"scale", "base", "init", "l2"}),
 }
 
-_BOOTSTRAPS: Final[dict[str, Callable[[_Encoded, np.ndarray, dict[str, Any]], np.ndarray]]] = {
+
+def _check_options(method: str, options: dict[str, float]) -> dict[str, float]:
+    """``options`` over the defaults, checked; ValueError naming what is unknown or out of range."""
+    if method not in _OPTIONS:
+        raise ValueError(f"unknown rating method {method!r}; choose one of {list(METHODS)}")
+    unknown = sorted(set(options) - _OPTIONS[method])
+    if unknown:
+        raise ValueError(
+            f"{method!r} ratings take no option(s) {unknown}; they take {sorted(_OPTIONS[method])}"
+        )
+    merged = {**_DEFAULTS, **options}
+    _check_scale(merged["scale"], merged["base"])
+    if not merged["k"] > 0:
+        raise ValueError(f"k must be positive, got {merged['k']}")
+    if merged["l2"] < 0:
+        raise ValueError(f"l2 must be non-negative, got {merged['l2']}")
+    return merged
+
+
+def _bootstrap_elo(enc: _Encoded, samples: np.ndarray, o: dict[str, float]) -> np.ndarray:
+    """Online Elo of every resample (rows of ``samples``, shape (R, n)) → ratings (R, M)."""
+    ratings = _online_elo(
+        enc.a[samples], enc.b[samples], enc.score[samples], len(enc.models), o["k"], o["scale"], o["base"]
+    )
+    return ratings + o["init"]
+
+
+def _bootstrap_bt(enc: _Encoded, samples: np.ndarray, o: dict[str, float]) -> np.ndarray:
+    """Bradley–Terry of every resample, each fitted on its per-pair totals → ratings (R, M)."""
+    n_models = len(enc.models)
+    start = _fit_bt(_pair_totals(enc), n_models, o["l2"])  # warm start: each resample is near the full fit
+    thetas = np.empty((samples.shape[0], n_models))
+    for r, sample in enumerate(samples):
+        weights = np.bincount(sample, minlength=enc.score.size).astype(np.float64)
+        thetas[r] = _fit_bt(_pair_totals(enc, weights), n_models, o["l2"], start)
+    return _bt_to_scale(thetas, o["scale"], o["base"], o["init"])
+
+
+_BOOTSTRAPS: Final[dict[str, Callable[[_Encoded, np.ndarray, dict[str, float]], np.ndarray]]] = {
     "elo": _bootstrap_elo,
     "bt": _bootstrap_bt,
 }
@@ -261,28 +281,29 @@ def bootstrap_ratings(
 ) -> dict[str, RatingInterval]:
     """Ratings with bootstrap percentile intervals: model → ``(rating, low, high)``.
 
-    ``rating`` is ``method`` (``"elo"``: :func:`elo_ratings`, ``"bt"``: :func:`bradley_terry`) on all
-    battles; ``low``/``high`` are the ``(1 ± confidence)/2`` percentiles of the ratings over ``rounds``
+    ``low``/``high`` are the ``(1 ± confidence)/2`` percentiles of ``method``'s ratings over ``rounds``
     resamples of the battles with replacement (Chatbot Arena's bootstrap; a resample of online Elo
-    takes the battles in the resampled order). ``options`` go to the rating function (``k``,
-    ``scale``, ``base``, ``init``, ``l2``). Online Elo runs all rounds together, one vectorised step per
-    battle; Bradley–Terry fits each round on per-pair totals, warm-started at the full fit.
+    takes the battles in the resampled order). ``rating`` is, for ``"bt"``, :func:`bradley_terry` on
+    all battles; for ``"elo"``, the median over the rounds, as the Arena reports it: online Elo on the
+    one given order is itself a single noisy draw (in simulations it falls outside its own 95%
+    interval for about 3% of models), so the order-free median is the better point estimate.
+    ``options`` go to the rating function (``k``, ``scale``, ``base``, ``init``; ``l2`` for "bt").
+    Online Elo runs all rounds together, one vectorised step per battle; Bradley–Terry fits each round
+    on per-pair totals, warm-started at the full fit (1,000 rounds of 3,000 battles: well under 1 s).
     """
-    if method not in _BOOTSTRAPS:
-        raise ValueError(f"unknown rating method {method!r}; choose one of {list(METHODS)}")
-    unknown = sorted(set(options) - _OPTIONS[method])
-    if unknown:
-        raise ValueError(
-            f"{method!r} ratings take no option(s) {unknown}; they take {sorted(_OPTIONS[method])}"
-        )
+    merged = _check_options(method, dict(options))
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    point = elo_ratings(battles, **options) if method == "elo" else bradley_terry(battles, **options)
     enc = _encode(battles)
     samples = np.random.default_rng(seed).integers(0, enc.score.size, size=(rounds, enc.score.size))
-    boot = _BOOTSTRAPS[method](enc, samples, dict(options))
+    boot = _BOOTSTRAPS[method](enc, samples, merged)
     tail = 100.0 * (1.0 - confidence) / 2.0
-    low, high = np.percentile(boot, [tail, 100.0 - tail], axis=0)
-    return {m: RatingInterval(point[m], float(low[i]), float(high[i])) for i, m in enumerate(enc.models)}
+    low, middle, high = np.percentile(boot, [tail, 50.0, 100.0 - tail], axis=0)
+    if method == "bt":
+        full = bradley_terry(battles, **options)
+        middle = np.array([full[m] for m in enc.models])
+    return {
+        m: RatingInterval(float(middle[i]), float(low[i]), float(high[i])) for i, m in enumerate(enc.models)
+    }

@@ -273,3 +273,24 @@ def _circulant_offsets(n: int, k: int) -> tuple[int, ...]:
                 best, best_cost = s, cost
         chosen.append(best)
     return tuple(chosen)
+
+
+def full_matrix_scorer(
+    pair_logits: Callable[[Sequence[PairQuery]], np.ndarray], items: Sequence[RankItem]
+) -> PairScorer:
+    """Score every ordered pair of every item once, and return a scorer that looks them up.
+
+    With a deterministic model this is exactly what live calls return, so every strategy can then
+    be replayed on the same logits for the price of one full matrix (quality vs comparisons, §3.2).
+    The lookup raises KeyError for a pair outside ``items``.
+    """
+    queries = [
+        PairQuery(item.source, a, b)
+        for item in items
+        for i, a in enumerate(item.candidates)
+        for j, b in enumerate(item.candidates)
+        if i != j
+    ]
+    unique = list(dict.fromkeys(queries))
+    table = dict(zip(unique, np.asarray(pair_logits(unique), dtype=np.float64), strict=True))
+    return lambda batch: np.array([table[q] for q in batch], dtype=np.float64)
