@@ -1,10 +1,10 @@
-"""Generation throughput: two packaged local models at once vs one after the other, and in-process
-llama.cpp vs ``llama_cpp.server`` over HTTP (the choice documented in backends/llama_cpp.py).
+"""Generation throughput of the packaged local models: one after the other vs both at once, with
+llama.cpp in a thread of this process vs in a ``llama_cpp.server`` child process per model.
 
     .venv/bin/python bench/bench_generation.py [--n 8] [--max-tokens 96]
 
 Every run answers the same first N AlpacaEval instructions greedily with the same settings, so the
-work is the same; tokens/s = completion tokens / wall seconds of the run.
+work is the same; tokens/s = completion tokens / wall seconds of the run (models loaded and warm).
 """
 
 from __future__ import annotations
@@ -12,19 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
-
-from llmblend.backends.base import Backend, GenerationParams
+from llmblend.backends.base import GenerationParams
 from llmblend.backends.config import Slot
-from llmblend.backends.llama_cpp import LlamaCppBackend, resolve_model
-from llmblend.backends.openai_http import OpenAIBackend
+from llmblend.backends.llama_cpp import LlamaCppBackend
+from llmblend.backends.llama_server import LlamaServerBackend
 from llmblend.data.generate import generate_dataset, read_instructions
 from llmblend.data.sources import locate_data_dir
 
@@ -40,35 +35,30 @@ async def timed_run(slots: Sequence[Slot], prompts, out: Path) -> tuple[float, i
     return wall, report.usage.completion_tokens
 
 
-async def warm(backend: Backend, params: GenerationParams) -> None:
-    (await backend.generate("Say hello.", GenerationParams(max_tokens=4))).raise_for_error()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(model: str, threads: int) -> tuple[subprocess.Popen, str]:
-    path, _ = resolve_model(model)
-    port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--n_threads", str(threads), "--n_ctx", "2048"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base_url}/models", timeout=1).status_code == 200:
-                return server, base_url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("llama_cpp.server did not start")
-
-
 def row(label: str, wall: float, tokens: int) -> str:
     return f"| {label} | {wall:.1f} | {tokens} | {tokens / wall:.1f} |"
+
+
+async def mode_rows(mode: str, make, prompts, params, cores: int, out: Path) -> list[str]:
+    """Each model alone (all cores), their sum, then both at once (cores split, and oversubscribed)."""
+    rows, total_wall, total_tokens = [], 0.0, 0
+    for model in MODELS:
+        backend = make(model, cores)
+        await backend.generate("Say hello.", GenerationParams(max_tokens=4))  # load and warm up
+        wall, tokens = await timed_run([Slot(backend, params)], prompts, out)
+        await backend.aclose()
+        rows.append(row(f"{mode}: {backend.name} alone, {cores} threads", wall, tokens))
+        total_wall, total_tokens = total_wall + wall, total_tokens + tokens
+    rows.append(row(f"**{mode}: both, one after the other**", total_wall, total_tokens))
+    for threads, note in ((max(1, cores // 2), ""), (cores, " (oversubscribed)")):
+        pool = [make(model, threads) for model in MODELS]
+        for backend in pool:
+            await backend.generate("Say hello.", GenerationParams(max_tokens=4))
+        wall, tokens = await timed_run([Slot(b, params) for b in pool], prompts, out)
+        for backend in pool:
+            await backend.aclose()
+        rows.append(row(f"**{mode}: both at once, {threads} thread(s) each{note}**", wall, tokens))
+    return rows
 
 
 async def main() -> None:
@@ -83,40 +73,13 @@ async def main() -> None:
     prompts = read_instructions(locate_data_dir() / "alpaca_eval" / "instructions.jsonl")[: args.n]
     params = GenerationParams(max_tokens=args.max_tokens, temperature=0.0)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-
-    alone = {m: LlamaCppBackend(m, threads=cores) for m in MODELS}
-    halves = {m: LlamaCppBackend(m, threads=max(1, cores // 2)) for m in MODELS}
-    oversubscribed = {m: LlamaCppBackend(m, threads=cores) for m in MODELS}
-    for backend in [*alone.values(), *halves.values(), *oversubscribed.values()]:
-        await warm(backend, params)
-
-    total_wall, total_tokens = 0.0, 0
-    for backend in alone.values():
-        wall, tokens = await timed_run([Slot(backend, params)], prompts, args.out / "alone.jsonl")
-        rows.append(row(f"{backend.name} alone, {cores} threads", wall, tokens))
-        total_wall, total_tokens = total_wall + wall, total_tokens + tokens
-    rows.append(row("**both, one after the other**", total_wall, total_tokens))
-    for label, pool in [
-        (f"**both at once, {max(1, cores // 2)} thread(s) each**", halves),
-        (f"both at once, {cores} threads each (oversubscribed)", oversubscribed),
-    ]:
-        slots = [Slot(backend, params) for backend in pool.values()]
-        wall, tokens = await timed_run(slots, prompts, args.out / "both.jsonl")
-        rows.append(row(label, wall, tokens))
-
-    model = MODELS[0]
-    server, base_url = start_server(model, cores)
-    try:
-        http = OpenAIBackend(name="smollm2-135m", base_url=base_url, concurrency=1)
-        await warm(http, params)
-        wall, tokens = await timed_run([Slot(http, params)], prompts, args.out / "server.jsonl")
-        rows.append(row(f"smollm2-135m via llama_cpp.server (HTTP), {cores} threads", wall, tokens))
-        await http.aclose()
-    finally:
-        server.terminate()
-        server.wait()
-
+    out = args.out / "run.jsonl"
+    rows = await mode_rows(
+        "in-process", lambda m, t: LlamaCppBackend(m, threads=t), prompts, params, cores, out
+    )
+    rows += await mode_rows(
+        "server", lambda m, t: LlamaServerBackend(m, threads=t), prompts, params, cores, out
+    )
     print(f"{args.n} AlpacaEval instructions, greedy, max_tokens {args.max_tokens}, {cores} cores\n")
     print("| run | wall s | completion tokens | tokens/s |\n|---|---:|---:|---:|")
     print("\n".join(rows))

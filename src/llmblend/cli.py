@@ -231,7 +231,8 @@ if TYPE_CHECKING:
 
     from llmblend.rank.base import Ranker
 
-eval_app = typer.Typer(help="Evaluate rankers (and later fusers).", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate rankers, judges and ensembles (LLM-Blender §5).", no_args_is_help=True)
+DEFAULT_REPORT_METRICS = ("bertscore", "bleu", "rougeL")
 app.add_typer(eval_app, name="eval")
 
 
@@ -355,6 +356,108 @@ def eval_ranker(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(result.to_markdown(), encoding="utf-8")
         console.print(f"wrote {out}", highlight=False, markup=False)
+
+
+def _report_metrics(
+    names: list[str], bertscore_model: str | None, bartscore_model: str | None, bleurt: str | None
+):
+    from llmblend.eval.metrics import get_metric
+
+    names = list(dict.fromkeys(names + ["bartscore"] * bool(bartscore_model) + ["bleurt"] * bool(bleurt)))
+    options = {
+        "bertscore": {"model": bertscore_model} if bertscore_model else {},
+        "bartscore": {"model": bartscore_model} if bartscore_model else {},
+        "bleurt": {"checkpoint": bleurt} if bleurt else {},
+    }
+    return {name: get_metric(name, **options.get(name, {})) for name in names}
+
+
+@eval_app.command("report", epilog=f"Rankers (--ranker SPEC):\n\n{_ranker_list()}")
+def eval_report(
+    file: Annotated[
+        Path, typer.Argument(help="A MixInstruct JSONL file (ranked and fused outputs optional).")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Folder for report.md, methods.csv, correlations.csv and PNGs.")
+    ] = Path("report"),
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", help="Reference metric (repeat): bertscore, bleu, chrf, rouge1/2/L, ..."),
+    ] = None,
+    ranker: Annotated[
+        list[str] | None, typer.Option("--ranker", "-r", help="Also rank with this ranker spec (repeat).")
+    ] = None,
+    pair_ranker: Annotated[
+        str | None,
+        typer.Option(help="A PairRanker ('default' or a folder): plot quality vs comparisons per strategy."),
+    ] = None,
+    oracle: Annotated[
+        str | None, typer.Option(help="The score that says which answer is best (default: from the file).")
+    ] = None,
+    best_model: Annotated[
+        str | None, typer.Option(help="The single model to beat (default: best mean).")
+    ] = None,
+    bertscore_model: Annotated[
+        str | None, typer.Option(help="BERTScore model folder (default: the packaged MiniLM, layer 6).")
+    ] = None,
+    bartscore_model: Annotated[
+        str | None, typer.Option(help="A seq2seq model folder or hub id: adds BARTScore.")
+    ] = None,
+    bleurt_checkpoint: Annotated[
+        str | None, typer.Option(help="A BLEURT checkpoint folder: adds BLEURT.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N instructions.")] = None,
+) -> None:
+    """The LLM-Blender results report of FILE (§5): a table per model and per method, correlations, plots.
+
+    Methods: the oracle pick by the file's oracle score and by each reference metric, random, each
+    ranker's top-1 (the "ranking" field written by `llmblend rank`, and every --ranker), and fused
+    answers (a "fused" field). Columns: reference metrics against each record's "output",
+    GPT-Rank (from cmp_results) or oracle rank, % >= the best model, % in the oracle top 3.
+    """
+    from itertools import islice
+
+    from llmblend.data.mixinstruct import read_mixinstruct
+    from llmblend.eval.report import (
+        build_report,
+        oracle_plots,
+        quality_vs_comparisons_plot,
+        strategy_points,
+        with_gpt_rank_scores,
+    )
+
+    with user_errors():
+        examples = with_gpt_rank_scores(list(islice(read_mixinstruct(file), limit)))
+        metrics = _report_metrics(
+            list(metric or DEFAULT_REPORT_METRICS), bertscore_model, bartscore_model, bleurt_checkpoint
+        )
+        rankers = _load_rankers(list(ranker or []))
+        with _progress_bars() as start:
+            rankings = {name: r.rank(examples) for name, r in rankers.items()}
+            report = build_report(
+                examples, metrics, rankings=rankings, oracle=oracle, best_model=best_model, progress=start
+            )
+            if report.oracle:
+                report.plots.update(oracle_plots(examples, report.oracle, out))
+            if pair_ranker and report.oracle:
+                model = _pair_ranker(None if pair_ranker == "default" else pair_ranker, None, 32)
+                points = strategy_points(model.pair_logits, examples, report.oracle)
+                wanted = {f"oracle ({report.oracle})": "oracle", f"model: {report.best_model}": "best model"}
+                wanted["random (expected)"] = "random"
+                references = {wanted[r.method]: r.oracle_score for r in report.rows if r.method in wanted}
+                report.plots["quality vs comparisons"] = quality_vs_comparisons_plot(
+                    points, references, report.oracle, out / "quality_vs_comparisons.png"
+                )
+        paths = report.write(out)
+    console.print(
+        _rich_table(report.results_cells(), f"{file}: {report.instructions} instructions (Table 2 layout)")
+    )
+    if report.correlations:
+        console.print(
+            _rich_table(report.correlation_cells(), f"correlation with {report.oracle} (Table 3 layout)")
+        )
+    written = [*paths.values(), *report.plots.values()]
+    console.print("wrote " + ", ".join(str(p) for p in written), highlight=False, markup=False)
 
 
 # ---- llmblend rank / compare ------------------------------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from llmblend.backends.base import COMPLETION_TEMPLATE, GenerationParams
+from llmblend.backends.config import llama_backend_class
 from llmblend.backends.llama_cpp import LlamaCppBackend, resolve_model
+from llmblend.backends.llama_server import LlamaServerBackend
 from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.errors import LlmblendError
 
@@ -68,54 +71,67 @@ def test_gemma_base_model_gets_a_completion_prompt_and_stops() -> None:
     assert generation.text and "### Instruction" not in generation.text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.mark.slow
+def test_a_server_process_gives_the_same_answers_over_real_http(smollm2: LlamaCppBackend) -> None:
+    served = LlamaServerBackend("local:smollm2-135m", threads=2)
+    sampled = GenerationParams(24, temperature=0.9, seed=3)
 
+    async def ask():
+        try:
+            answers = [await served.generate("Name a primary colour.", p) for p in (GREEDY, sampled)]
+            pieces = [piece async for piece in served.stream("Name a primary colour.", GREEDY)]
+            return answers, pieces, served.base_url
+        finally:
+            await served.aclose()
 
-def _ready(base_url: str) -> bool:
-    import httpx
-
-    try:
-        return httpx.get(f"{base_url}/models", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
+    (greedy, seeded), pieces, base_url = asyncio.run(ask())
+    assert base_url.startswith("http://127.0.0.1:")
+    in_process = asyncio.run(smollm2.generate("Name a primary colour.", GREEDY))
+    assert greedy.raise_for_error().text == in_process.text  # same llama.cpp, same settings
+    assert (
+        seeded.raise_for_error().text == asyncio.run(smollm2.generate("Name a primary colour.", sampled)).text
+    )
+    assert greedy.completion_tokens == in_process.completion_tokens and greedy.prompt_tokens > 5
+    assert len(pieces) > 3 and "".join(pieces).strip() == greedy.text
+    assert served._process is None  # stopped
 
 
 @pytest.mark.slow
-def test_llama_cpp_server_on_localhost_through_the_http_backend(tmp_path: Path) -> None:
-    from llmblend.backends.openai_http import OpenAIBackend
+def test_the_server_dies_with_its_parent_even_on_kill_9(tmp_path: Path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from llmblend.backends.llama_server import LlamaServerBackend\n"
+        "async def main():\n"
+        "    backend = LlamaServerBackend('local:smollm2-135m')\n"
+        "    await backend.start()\n"
+        "    print(backend._process.pid, flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert Path(f"/proc/{child}").exists()
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{child}").exists() and _state(child) != "Z" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists() or _state(child) == "Z", "the server outlived its parent"
 
-    path, _ = resolve_model("local:smollm2-135m")
-    port = _free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1"]
-    log = tmp_path / "server.log"
-    with log.open("w") as sink:  # the server logs a lot: a pipe nobody reads would fill and block it
-        server = subprocess.Popen(
-            [*command, "--port", str(port), "--n_threads", "2"], stdout=sink, stderr=sink
-        )
-    base_url = f"http://127.0.0.1:{port}/v1"
+
+def _state(pid: int) -> str:
     try:
-        deadline = time.monotonic() + 120
-        while not _ready(base_url):
-            assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
-        backend = OpenAIBackend(name="smollm2-135m", base_url=base_url, max_retries=0)
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return "gone"
 
-        async def ask():
-            answer = await backend.generate("Name a primary colour.", GREEDY)
-            pieces = [p async for p in backend.stream("Name a primary colour.", GREEDY)]
-            await backend.aclose()
-            return answer, pieces
 
-        answer, pieces = asyncio.run(ask())
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    answer.raise_for_error()
-    assert answer.text and answer.completion_tokens > 0 and answer.prompt_tokens > 5
-    assert len(pieces) > 3 and "".join(pieces).strip() == answer.text.strip()
+def test_auto_mode_gives_a_server_to_a_model_with_several_threads() -> None:
+    assert llama_backend_class("auto", 2) is LlamaServerBackend
+    assert llama_backend_class("auto", 1) is LlamaCppBackend
+    assert llama_backend_class("server", 1) is LlamaServerBackend
+    assert llama_backend_class("in-process", 4) is LlamaCppBackend
 
 
 @pytest.mark.slow

@@ -78,6 +78,7 @@ class BackendSpec(Sampling):
     read_timeout: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
     # local models
+    llama_mode: Literal["auto", "server", "in-process"] = "auto"
     threads: int | None = Field(None, ge=1)
     n_ctx: int = Field(2048, ge=128)
     batch_size: int = Field(8, ge=1)
@@ -201,6 +202,19 @@ def _local_threads(config: GenerateConfig) -> int:
     return max(1, (os.cpu_count() or 1) // max(local, 1))
 
 
+def llama_backend_class(mode: str, threads: int) -> type[Backend]:
+    """In-process llama.cpp or a llama_cpp.server child process; ``auto`` picks by measurement
+    (bench/bench_generation.py): a model decoding on several threads runs them at full speed only
+    from a process's main thread, so it gets a server; with one thread each (several local models
+    sharing the cores) both run equally fast and in-process needs no child process."""
+    from llmblend.backends.llama_cpp import LlamaCppBackend
+    from llmblend.backends.llama_server import LlamaServerBackend
+
+    if mode == "server" or (mode == "auto" and threads > 1):
+        return LlamaServerBackend
+    return LlamaCppBackend
+
+
 def build_backend(spec: BackendSpec, default_threads: int = 1) -> Backend:
     """The backend of one spec (heavy libraries are imported only for the types used)."""
     kind = spec.resolved_type
@@ -219,10 +233,9 @@ def build_backend(spec: BackendSpec, default_threads: int = 1) -> Backend:
             max_retries=spec.max_retries,
         )
     if kind == "llama_cpp":
-        from llmblend.backends.llama_cpp import LlamaCppBackend
-
-        return LlamaCppBackend(
-            spec.model, name=spec.display_name, threads=spec.threads or default_threads, n_ctx=spec.n_ctx
+        threads = spec.threads or default_threads
+        return llama_backend_class(spec.llama_mode, threads)(
+            spec.model, name=spec.display_name, threads=threads, n_ctx=spec.n_ctx
         )
     from llmblend.backends.hf_local import HFBackend
 

@@ -5,10 +5,13 @@ path works too. A model with a chat template in its GGUF metadata is asked throu
 (Gemma-3-270M here, or any GGUF without a template) gets :data:`~llmblend.backends.base.COMPLETION_TEMPLATE`
 with stop strings.
 
-Why in-process rather than ``llama_cpp.server``: the same llama.cpp does the decoding either way, and
-in-process needs no port, no server start-up and no HTTP round trip; llama-cpp-python releases the
-GIL in llama.cpp calls, so two models decode in parallel threads (``bench/bench_generation.py``
-measures both). A server is still one config entry away: point an OpenAI-compatible backend at it.
+In-process or ``llama_cpp.server`` (:mod:`llmblend.backends.llama_server`)? Measured on 2 cores
+(``bench/bench_generation.py``): driven from a worker thread, as asyncio needs, llama.cpp's second
+decoding thread gains nothing (SmolLM2: 82 tokens/s in-process vs 105 in a server process, whose
+main thread drives it); with one thread per model — two local models sharing two cores, the
+default — both modes run equally fast (~89 tokens/s together), and in-process needs no child
+process. ``llama_mode: auto`` (config) picks a server for a model with several threads and
+in-process otherwise.
 """
 
 from __future__ import annotations
@@ -90,6 +93,24 @@ def resolve_model(model: str) -> tuple[Path, bool | None]:
     return path, None
 
 
+#: llama.cpp's repetition penalty for local models, in-process and served alike (llama_cpp.server
+#: defaults to 1.1, the Python API to 1.0): 135M-270M models loop without it.
+REPEAT_PENALTY = 1.1
+
+
+def has_chat_template(path: Path) -> bool:
+    """Whether a GGUF file carries a chat template (read from its metadata, weights not loaded)."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp backend") from None
+    vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    try:
+        return "tokenizer.chat_template" in vocab.metadata
+    finally:
+        vocab.close()
+
+
 class LlamaCppBackend(Backend):
     """A GGUF model run by llama-cpp-python in this process; one call at a time per model.
 
@@ -154,6 +175,7 @@ class LlamaCppBackend(Backend):
             "temperature": params.temperature,
             "top_p": params.top_p,
             "seed": params.seed,
+            "repeat_penalty": REPEAT_PENALTY,
             "stream": stream,
         }
         try:
