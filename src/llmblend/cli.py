@@ -460,6 +460,106 @@ def eval_report(
     console.print("wrote " + ", ".join(str(p) for p in written), highlight=False, markup=False)
 
 
+def _judge(config: Path, prompt: str, cache: Path | None):
+    from llmblend.backends.config import build_backend, load_backend_config
+    from llmblend.eval.judge import PairwiseJudge
+
+    spec = load_backend_config(config).backends[0]
+    return PairwiseJudge(build_backend(spec, default_threads=os.cpu_count() or 1), prompt, cache_path=cache)
+
+
+def _agreement_epilog() -> str:
+    from llmblend.eval.agreement import LABEL_SETS
+
+    return "Label sets (--labels):\n\n" + "\n\n".join(f"{k}: {v}" for k, v in LABEL_SETS.items())
+
+
+@eval_app.command("agreement", epilog=_agreement_epilog())
+def eval_agreement(
+    labels: Annotated[
+        list[str],
+        typer.Option("--labels", "-l", help="A label set (below) or a preference JSONL file; repeat."),
+    ],
+    ranker: Annotated[
+        list[str] | None, typer.Option("--ranker", "-r", help="A ranker spec to measure (repeat).")
+    ] = None,
+    judge: Annotated[
+        Path | None,
+        typer.Option(help="models.yaml whose first backend judges the pairs (GPT-Rank style, both orders)."),
+    ] = None,
+    judge_prompt: Annotated[
+        str, typer.Option(help="gpt-rank (LLM-Blender) or mt-bench (pair-v2).")
+    ] = "gpt-rank",
+    judge_cache: Annotated[
+        Path | None, typer.Option(help="JSONL cache of judge verdicts (rerun to resume after a kill).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N pairs of each set.")] = None,
+    data_dir: DataDir = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the table as Markdown here.")] = None,
+) -> None:
+    """Agreement of rankers and LLM judges with human or GPT-4 labels on answer pairs (§5).
+
+    accuracy = agreeing / pairs both the label and the method decide. Ties are reported apart:
+    "said tie" counts decided labels the method called a tie; "ties matched" counts tie labels it
+    also called a tie. Judges ask both orders; a verdict that flips with the order is a tie.
+    """
+    from llmblend.data.sources import locate_data_dir
+    from llmblend.eval.agreement import agreement, judge_predictions, load_labels, ranker_predictions
+    from llmblend.eval.ranking import fmt_percent, markdown_table
+
+    with user_errors():
+        if not ranker and judge is None:
+            raise ValueError("nothing to measure: give --ranker SPEC and/or --judge models.yaml")
+        folder = locate_data_dir(data_dir)
+        sets = {name: load_labels(name, folder)[:limit] for name in labels}
+        methods = _load_rankers(list(ranker or []))
+        the_judge = _judge(judge, judge_prompt, judge_cache) if judge else None
+        results = []
+        for name, pairs in sets.items():
+            for spec, model in methods.items():
+                results.append(agreement(name, spec, pairs, ranker_predictions(model, pairs)))
+            if the_judge is not None:
+                label = f"judge: {the_judge.backend.name} ({judge_prompt})"
+                results.append(agreement(name, label, pairs, judge_predictions(the_judge, pairs)))
+    headers = [
+        "labels",
+        "method",
+        "pairs",
+        "accuracy",
+        "decided",
+        "said tie",
+        "errors",
+        "tie labels",
+        "ties matched",
+    ]
+    rows = [
+        [
+            r.labels,
+            r.method,
+            str(r.pairs),
+            fmt_percent(r.accuracy),
+            str(r.decided),
+            str(r.predicted_ties),
+            str(r.errors),
+            str(r.tie_labels),
+            str(r.ties_matched),
+        ]
+        for r in results
+    ]
+    console.print(_rich_table((headers, rows), "agreement with the labels (ties apart)"))
+    if the_judge is not None:
+        u = the_judge.usage
+        console.print(
+            f"judge: {u.calls} calls, {u.cached} cached, {u.prompt_tokens} prompt + "
+            f"{u.completion_tokens} completion tokens, {u.failures} failures",
+            highlight=False,
+            markup=False,
+        )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(markdown_table((headers, rows)) + "\n", encoding="utf-8")
+
+
 # ---- llmblend rank / compare ------------------------------------------------------------------
 
 ModelOption = Annotated[

@@ -32,6 +32,27 @@ def test_unknown_local_names_and_missing_files_are_clear_errors(tmp_path: Path) 
         LlamaCppBackend(str(tmp_path / "missing.gguf"))
 
 
+def test_loading_models_in_parallel_threads_keeps_the_output(tmp_path: Path) -> None:
+    """llama-cpp-python mutes stdout/stderr while loading, process-wide; parallel loads must not
+    leave the process mute (they did before LOAD_LOCK: `llmblend generate` printed nothing)."""
+    script = tmp_path / "loads.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from llmblend.backends.base import GenerationParams\n"
+        "from llmblend.backends.llama_cpp import LlamaCppBackend\n"
+        "models = ['local:smollm2-135m', 'local:gemma3-270m'] * 2\n"
+        "backends = [LlamaCppBackend(m, threads=1) for m in models]\n"
+        "async def main():\n"
+        "    await asyncio.gather(*(b.generate('Hi', GenerationParams(max_tokens=1)) for b in backends))\n"
+        "asyncio.run(main())\n"
+        "print('still here'); print('and here', file=sys.stderr)\n"
+    )
+    for _ in range(3):
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "still here" in result.stdout and "and here" in result.stderr
+
+
 @pytest.fixture(scope="module")
 def smollm2() -> LlamaCppBackend:
     return LlamaCppBackend("local:smollm2-135m", threads=2)

@@ -93,6 +93,11 @@ def resolve_model(model: str) -> tuple[Path, bool | None]:
     return path, None
 
 
+#: llama-cpp-python silences model loading by swapping sys.stdout/stderr and file descriptors 1 and 2
+#: for /dev/null, process-wide; two loads in parallel threads can restore each other's /dev/null and
+#: leave the process mute. Every load in llmblend holds this lock.
+LOAD_LOCK = threading.Lock()
+
 #: llama.cpp's repetition penalty for local models, in-process and served alike (llama_cpp.server
 #: defaults to 1.1, the Python API to 1.0): 135M-270M models loop without it.
 REPEAT_PENALTY = 1.1
@@ -104,7 +109,8 @@ def has_chat_template(path: Path) -> bool:
         from llama_cpp import Llama
     except ImportError:
         raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp backend") from None
-    vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    with LOAD_LOCK:
+        vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)
     try:
         return "tokenizer.chat_template" in vocab.metadata
     finally:
@@ -152,9 +158,10 @@ class LlamaCppBackend(Backend):
                 except ImportError:
                     raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp backend") from None
                 log.info("loading %s with llama.cpp (%s threads)", self.path, self.threads)
-                self._llama = Llama(
-                    model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False
-                )
+                with LOAD_LOCK:
+                    self._llama = Llama(
+                        model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False
+                    )
                 if self._chat is None:
                     self._chat = "tokenizer.chat_template" in self._llama.metadata
             return self._llama

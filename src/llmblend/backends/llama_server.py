@@ -113,8 +113,6 @@ class LlamaServerBackend(Backend):
             raise MissingExtraError(
                 "llama-cpp-python[server]", "local", "the llama.cpp server backend"
             ) from None
-        if self.chat is None:
-            self.chat = has_chat_template(self.path)
         port = _free_port()
         handle, name = tempfile.mkstemp(prefix=f"llmblend-{self.name}-", suffix=".log")
         self._log_path = Path(name)
@@ -159,7 +157,11 @@ class LlamaServerBackend(Backend):
         async with self._starting:
             if self._client is not None and self._process is not None and self._process.poll() is None:
                 return
-            port = await asyncio.to_thread(self._spawn)
+            if self.chat is None:
+                self.chat = await asyncio.to_thread(has_chat_template, self.path)
+            # spawned from the event loop's thread: Linux sends PR_SET_PDEATHSIG when the *thread*
+            # that started the child ends, and a worker thread would end long before this process
+            port = self._spawn()
             client = OpenAIBackend(
                 name=self.name,
                 base_url=f"http://127.0.0.1:{port}/v1",
