@@ -95,3 +95,26 @@ def test_embedded_default_is_two_packaged_models_with_two_samples() -> None:
     assert len(slots) == 4
     assert len({slot.key for slot in slots}) == 4
     assert {slot.backend.threads for slot in slots} == {max(1, (os.cpu_count() or 1) // 2)}  # cores shared
+
+
+def test_a_transformers_folder_in_the_config_generates(tiny_causal_lm: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from llmblend.backends.fanout import ask_all
+    from llmblend.backends.hf_local import HFBackend
+
+    config = load_backend_config(
+        write(
+            tmp_path, f"backends:\n  - {{model: '{tiny_causal_lm}', name: tiny, samples: 2, max_tokens: 5}}\n"
+        )
+    )
+    slots = build_slots(config)
+    assert all(isinstance(slot.backend, HFBackend) for slot in slots) and slots[0].backend is slots[1].backend
+    generations = asyncio.run(ask_all("hello there", slots))
+    assert [g.model for g in generations] == ["tiny", "tiny"] and all(g.ok for g in generations)
+    assert all(0 < g.completion_tokens <= 5 for g in generations)
+
+
+def test_the_example_config_in_the_repo_is_valid() -> None:
+    config = load_backend_config(Path(__file__).parents[2] / "configs" / "models.example.yaml")
+    assert [b.resolved_type for b in config.backends] == ["llama_cpp", "llama_cpp", "openai"]

@@ -406,16 +406,25 @@ def test_cmp_results_leaves_out_errors_and_ties_of_no_stated_quality() -> None:
 
 @pytest.mark.slow
 def test_gpt_rank_judge_with_the_packaged_smollm2(tmp_path: Path) -> None:
+    """The judge over real HTTP: SmolLM2 behind a llama_cpp.server on 127.0.0.1."""
     pytest.importorskip("llama_cpp")
-    from llmblend.backends.llama_cpp import LlamaCppBackend
+    from llmblend.backends.llama_server import LlamaServerBackend
 
     items = [
         JudgeItem("What is the capital of France?", "", "Paris.", "Berlin.", "good", "bad", "q1"),
         JudgeItem("Add the numbers.", "2 + 3", "5", "The answer is 7.", "good", "bad", "q2"),
     ]
-    backend = LlamaCppBackend("local:smollm2-135m", threads=2)
+    backend = LlamaServerBackend("local:smollm2-135m", threads=2)
     judge = PairwiseJudge(backend, params=GenerationParams(max_tokens=12), cache_path=tmp_path / "c.jsonl")
-    verdicts = asyncio.run(judge.judge_pairs(items))
+
+    async def judged():
+        try:
+            return await judge.judge_pairs(items), backend.base_url
+        finally:
+            await backend.aclose()
+
+    verdicts, base_url = asyncio.run(judged())
+    assert base_url.startswith("http://127.0.0.1:")
     assert judge.usage.calls == 4 and judge.usage.failures == 0
     assert judge.usage.prompt_tokens > 100 and judge.usage.completion_tokens > 0
     for v in verdicts:
