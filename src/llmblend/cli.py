@@ -761,6 +761,135 @@ def generate_command(
     )
 
 
+# ---- llmblend fuse / blend ------------------------------------------------------------------------
+
+FuserOption = Annotated[
+    str | None,
+    typer.Option(
+        help="default (the shipped fuser), none, a trained fuser folder or hub id (e.g. "
+        "llm-blender/gen_fuser_3b), or prompted:MODELS.yaml (an LLM endpoint as fuser)."
+    ),
+]
+
+
+@app.command("fuse")
+def fuse_command(
+    file: Annotated[
+        Path, typer.Argument(help="A MixInstruct JSONL file with candidates (rankings optional).")
+    ],
+    out: Annotated[Path, typer.Option(help="Where the fused records go (appended; rerun to resume).")],
+    fuser: FuserOption = None,
+    model: ModelOption = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Candidates the fuser reads (the paper: 3).")] = 3,
+    guard: Annotated[
+        bool, typer.Option(help="Return the top candidate when the fused answer loses to it.")
+    ] = True,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Examples fused (and written) together.")] = 8,
+    limit: Annotated[int | None, typer.Option(min=1, help="Fuse only the first N examples of FILE.")] = None,
+) -> None:
+    """Rank each example's candidates (or reuse its "ranking") and fuse the top-K (LLM-Blender §4).
+
+    Each output record is the input record plus "fused": the returned text, the fuser, whether the
+    fused answer or the top candidate was returned (the guard), the margin and the top-K. Rerun the
+    same command after an interruption to fuse only what OUT lacks.
+    """
+    from llmblend.blender import Blender, load_fuser
+    from llmblend.fuse.fuse_file import fuse_file
+
+    with user_errors():
+        if file.resolve() == out.resolve():
+            raise ValueError(f"--out {out} is the input file; choose another path")
+        the_fuser = load_fuser(fuser)
+        if the_fuser is None:
+            raise ValueError("no fuser to run: give --fuser FOLDER or --fuser prompted:models.yaml")
+        ranker = _pair_ranker(model, None)
+        with Blender([], ranker, the_fuser, top_k=top_k, guard=guard) as blender, _progress_bars() as start:
+            state: dict = {"advance": None, "done": 0}
+
+            def on_chunk(done: int, total: int) -> None:
+                if state["advance"] is None:
+                    state["advance"] = start(f"fusing ({the_fuser.name})", total)
+                state["advance"](done - state["done"])
+                state["done"] = done
+
+            report = fuse_file(blender, file, out, limit=limit, chunk_size=chunk_size, on_chunk=on_chunk)
+    console.print(
+        f"fused {report.fused} examples in {report.seconds:.1f} s ({report.examples_per_second:.2f}/s): "
+        f"{report.returned_fused} fused answers returned, {report.returned_top} top candidates (guard), "
+        f"{report.failed} failed; {report.already_done} were already done; output: {out}",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _blend_table(result) -> Table:
+    table = Table(title="candidates (best first)", title_justify="left", show_lines=True)
+    for header, justify in (("rank", "right"), ("model", "left"), ("decoding", "left"), ("score", "right")):
+        table.add_column(header, justify=justify, no_wrap=header != "decoding")
+    table.add_column("answer", ratio=1)
+    order = list(result.ranking) + [i for i in range(len(result.candidates)) if i not in result.ranking]
+    for i in order:
+        c = result.candidates[i]
+        text = c.text if c.error is None else f"[failed] {c.error}"
+        score = "" if c.score is None else f"{c.score:+.3f}"
+        mark = " *" if i in result.top_k else ""
+        table.add_row(f"{c.rank or '-'}{mark}", c.model, c.decoding_method, score, escape(text[:600]))
+    return table
+
+
+@app.command("blend")
+def blend_command(
+    instruction: Annotated[str, typer.Argument(help="The instruction every model answers.")],
+    backends: Annotated[
+        Path | None, typer.Option(help="models.yaml (default: the packaged local models, 2 samples each).")
+    ] = None,
+    fuser: FuserOption = None,
+    model: ModelOption = None,
+    top_k: Annotated[int, typer.Option(min=1, help="Candidates the fuser reads (the paper: 3).")] = 3,
+    guard: Annotated[
+        bool, typer.Option(help="Return the top candidate when the fused answer loses to it.")
+    ] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+) -> None:
+    """The whole LLM-Blender pipeline for one instruction: N LLMs answer, PairRanker ranks, GenFuser
+    fuses the top-K, and the guard keeps the top candidate if the fusion is worse (§3-4).
+
+    With no options it runs offline on the packaged models, the shipped ranker and the shipped fuser.
+    """
+    import json
+
+    from llmblend.backends.config import build_slots, load_backend_config
+    from llmblend.blender import Blender, load_fuser
+
+    with user_errors():
+        slots = build_slots(load_backend_config(backends))
+        with (
+            Blender(slots, _pair_ranker(model, None), load_fuser(fuser), top_k=top_k, guard=guard) as blender,
+            err_console.status("asking the models, ranking, fusing..."),
+        ):
+            result = blender.blend(instruction)
+    if json_output:
+        console.print_json(json.dumps(result.to_record()))
+        return
+    console.print(_blend_table(result))
+    if result.fused is not None:
+        fused = result.fused.text if result.fused.ok else f"[fusion failed] {result.fused.error}"
+        console.print(f"[bold]fused ({result.fused.fuser}):[/] {escape(fused)}", highlight=False)
+    margin = "" if result.guard_margin is None else f" (guard margin fused vs top {result.guard_margin:+.3f})"
+    console.print(f"[bold]returned: {result.returned}{margin}[/]\n{escape(result.answer)}", highlight=False)
+    t = result.timings
+    console.print(
+        f"time: generate {t.generate_s:.1f} s, rank {t.rank_s:.1f} s, fuse {t.fuse_s:.1f} s, "
+        f"guard {t.guard_s:.1f} s, total {t.total_s:.1f} s",
+        highlight=False,
+    )
+    for note in result.notes:
+        console.print(f"note: {escape(note)}", highlight=False)
+    if result.error:
+        err_console.print(f"[bold red]error:[/] {escape(result.error)}")
+        raise typer.Exit(1)
+
+
 # ---- llmblend train ... -----------------------------------------------------------------------
 
 train_app = typer.Typer(help="Train rankers (PairRanker and baselines).", no_args_is_help=True)

@@ -8,6 +8,7 @@ gave for it. A :class:`PreferencePair` is one pairwise judgement, the unit PairR
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -150,3 +151,194 @@ class Ranking:
     def top(self, k: int) -> tuple[int, ...]:
         """The indices of the ``k`` best candidates, best first."""
         return self.order[:k]
+
+
+# ---------------------------------------------------------------- blending (LLM-Blender §3–4)
+
+#: Which answer a blend returned: the fused one, the top-ranked candidate (no fuser, fusion failed,
+#: or the guard preferred it), the only candidate that came back, or none (every model failed).
+BLEND_RETURNS: Final = ("fused", "top", "only candidate", "none")
+
+
+@dataclass(slots=True)
+class BlendCandidate:
+    """One candidate of a blend: who wrote it, how, and where the ranker put it.
+
+    ``score`` is the ranker's score (higher is better) and ``rank`` its 1-based place (1 = best);
+    both are None for a candidate that was not ranked (its generation failed: ``error`` is set and
+    ``text`` empty). Tokens and latency come from the backend call (0 when unknown).
+    """
+
+    model: str
+    decoding_method: str
+    text: str
+    score: float | None = None
+    rank: int | None = None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(slots=True)
+class StageTimings:
+    """Wall seconds of each stage of one blend; a stage that did not run took 0.
+
+    In a batch (:meth:`~llmblend.blender.Blender.rank_and_fuse`) each example gets its share of
+    the batch's stage time (batch seconds / examples).
+    """
+
+    generate_s: float = 0.0
+    rank_s: float = 0.0
+    fuse_s: float = 0.0
+    guard_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass(slots=True)
+class TokenUsage:
+    """Prompt and completion tokens of one stage (as the backends or the fuser reported them)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(slots=True)
+class BackendCalls:
+    """One backend's calls within one blend: calls, failures, tokens, and the slowest call's seconds."""
+
+    calls: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    max_latency_s: float = 0.0
+
+
+@dataclass(slots=True)
+class BlendResult:
+    """What one blend did (LLM-Blender §3–4): candidates, ranking, fusion, guard, and its costs.
+
+    * ``candidates``: every candidate asked for, failed ones included (with ``error``);
+    * ``ranking``: indices into ``candidates``, best first (failed candidates are not ranked);
+      ``top_k``: the first K of it, best first, the ones the fuser read; ``n_forward``: the
+      ranker's forward passes;
+    * ``fused``: the fuser's :class:`~llmblend.fuse.base.Fused` (its ``error`` set when fusion
+      failed), or None when no fusion was attempted (no fuser, or a single candidate);
+    * ``answer`` and ``returned``: the text given back and which one it is, one of
+      :data:`BLEND_RETURNS`; ``guard_margin``: the guard's ``compare(fused, top)`` (> 0: the
+      fused answer is better), None when the guard did not compare;
+    * ``timings`` per stage; ``tokens`` per stage (``"generate"``, ``"fuse"``); ``usage`` per
+      backend name;
+    * ``error``: why there is no answer (every model failed, the ranking failed), else None;
+      ``notes``: anything else a reader should know ("no fuser: returned the top-ranked candidate").
+    """
+
+    instruction: Prompt
+    input: str = ""
+    id: str | None = None
+    candidates: list[BlendCandidate] = field(default_factory=list)
+    ranking: tuple[int, ...] = ()
+    top_k: tuple[int, ...] = ()
+    n_forward: int = 0
+    ranker: str | None = None
+    fused: Any = None  # llmblend.fuse.base.Fused | None (types.py does not import the fuse package)
+    answer: str = ""
+    returned: str = "none"
+    guard_margin: float | None = None
+    timings: StageTimings = field(default_factory=StageTimings)
+    tokens: dict[str, TokenUsage] = field(default_factory=dict)
+    usage: dict[str, BackendCalls] = field(default_factory=dict)
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.returned not in BLEND_RETURNS:
+            raise ValueError(f"returned {self.returned!r} is not one of {', '.join(BLEND_RETURNS)}")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def fuser(self) -> str | None:
+        """The name of the fuser that ran, or None."""
+        return None if self.fused is None else self.fused.fuser
+
+    @property
+    def top(self) -> BlendCandidate | None:
+        """The top-ranked candidate, or None when nothing was ranked."""
+        return self.candidates[self.ranking[0]] if self.ranking else None
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-able dict of everything above (``--json`` output, logs); floats rounded to 6 places."""
+        fused = self.fused
+        return {
+            "id": self.id,
+            "instruction": _prompt_json(self.instruction),
+            "input": self.input,
+            "answer": self.answer,
+            "returned": self.returned,
+            "error": self.error,
+            "notes": list(self.notes),
+            "candidates": [
+                {
+                    "model": c.model,
+                    "decoding_method": c.decoding_method,
+                    "text": c.text,
+                    "score": _round(c.score),
+                    "rank": c.rank,
+                    "error": c.error,
+                    "prompt_tokens": c.prompt_tokens,
+                    "completion_tokens": c.completion_tokens,
+                    "latency_s": _round(c.latency_s),
+                }
+                for c in self.candidates
+            ],
+            "ranker": self.ranker,
+            "ranking": list(self.ranking),
+            "top_k": list(self.top_k),
+            "n_forward": self.n_forward,
+            "fused": None
+            if fused is None
+            else {
+                "text": fused.text,
+                "fuser": fused.fuser,
+                "error": fused.error,
+                "prompt_tokens": fused.prompt_tokens,
+                "completion_tokens": fused.completion_tokens,
+                "latency_s": _round(fused.latency_s),
+            },
+            "guard_margin": _round(self.guard_margin),
+            "timings": {name: _round(getattr(self.timings, name)) for name in StageTimings.__slots__},
+            "tokens": {
+                stage: {"prompt_tokens": t.prompt_tokens, "completion_tokens": t.completion_tokens}
+                for stage, t in self.tokens.items()
+            },
+            "usage": {
+                name: {
+                    "calls": u.calls,
+                    "failures": u.failures,
+                    "prompt_tokens": u.prompt_tokens,
+                    "completion_tokens": u.completion_tokens,
+                    "max_latency_s": _round(u.max_latency_s),
+                }
+                for name, u in self.usage.items()
+            },
+        }
+
+
+def _round(value: float | None) -> float | None:
+    """Rounded to 6 places; None for None and for non-finite values (JSON has no NaN)."""
+    if value is None or not math.isfinite(value):
+        return None
+    return round(float(value), 6)
+
+
+def _prompt_json(prompt: Prompt) -> str | list[dict[str, str]]:
+    if isinstance(prompt, str):
+        return prompt
+    return [{"role": m.role, "content": m.content} for m in prompt]

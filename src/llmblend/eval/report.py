@@ -550,18 +550,16 @@ def quality_vs_comparisons_plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
     ordered = sorted(points, key=lambda p: p.n_forward)
-    left.plot([p.n_forward for p in ordered], [p.top1 for p in ordered], "o-", color="#4C72B0")
-    right.plot([p.n_forward for p in ordered], [p.spearman for p in ordered], "o-", color="#DD8452")
-    for p in ordered:
-        left.annotate(p.name, (p.n_forward, p.top1), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        right.annotate(
-            p.name, (p.n_forward, p.spearman), textcoords="offset points", xytext=(4, 4), fontsize=8
-        )
-    for (label, value), style in zip(references.items(), ("--", ":", "-.", "--"), strict=False):
-        left.axhline(value, linestyle=style, color="grey", linewidth=1)
-        left.annotate(label, (0, value), textcoords="offset points", xytext=(2, 2), fontsize=8, color="grey")
+    for axis, value in ((left, "top1"), (right, "spearman")):
+        axis.plot([p.n_forward for p in ordered], [getattr(p, value) for p in ordered], "-", color="#BBBBBB")
+        for p, marker in zip(ordered, "osD^v<>ph", strict=False):
+            axis.plot(p.n_forward, getattr(p, value), marker, markersize=8, label=p.name)
+    for (label, value), style in zip(references.items(), ("--", ":", "-.", (0, (1, 3))), strict=False):
+        left.axhline(value, linestyle=style, color="grey", linewidth=1.2, label=f"{label} ({value:.3f})")
+    left.legend(fontsize=8, loc="best")
+    right.legend(fontsize=8, loc="best")
     left.set_xlabel("comparisons (forward passes) per instruction")
     left.set_ylabel(f"mean {oracle} of the top-1")
     right.set_xlabel("comparisons (forward passes) per instruction")
