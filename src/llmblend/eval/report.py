@@ -282,7 +282,11 @@ class Report:
     def results_cells(self) -> tuple[list[str], list[list[str]]]:
         rank = self.rank_source or "rank"
         headers = ["method", *self.metrics, f"mean {self.oracle}" if self.oracle else "oracle", rank]
-        headers += [f"≥ {self.best_model}" if self.best_model else "≥ best", "oracle top-3", "fwd/instr."]
+        headers += [
+            f"% ≥ {self.best_model}" if self.best_model else "% ≥ best",
+            "% oracle top-3",
+            "fwd/instr.",
+        ]
         rows = [
             [
                 row.method,
