@@ -245,3 +245,99 @@ def tiny_causal_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_causal_lm_plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random causal LM folder without a chat template (a base model)."""
     return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny-causal-lm-plain"), chat_template=False)
+
+
+# ---- a tiny random T5 (no network): word-level tokenizer with </s>, <pad>, <unk> and 4 sentinels ----
+
+_TINY_T5_WORDS = [
+    *_TINY_WORDS,
+    "instruction",
+    "input",
+    "candidate",
+    "candidates",
+    "summarize",
+    "into",
+    "given",
+    "can",
+    "you",
+    "my",
+    "i",
+    "me",
+    "do",
+    "at",
+    "by",
+    "as",
+    "so",
+    "all",
+    "more",
+    "most",
+    "some",
+    "word",
+    "words",
+    "sentence",
+    "fact",
+    "facts",
+    "here",
+    "there",
+    "cat",
+    "dog",
+    "red",
+    "blue",
+    "green",
+]
+
+
+def make_tiny_t5(folder: Path) -> Path:
+    """A randomly initialised 2-layer T5 (d_model 32) with a lowercasing word-level tokenizer.
+
+    Ids: pad 0, eos ``</s>`` 1, unk 2, then ``<extra_id_0>``..``<extra_id_3>`` (special tokens, so the
+    GenFuser input's sentinels and ``</s>`` separators are single tokens), then words and punctuation.
+    The tokenizer appends ``</s>`` like T5's.
+    """
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sentinels = [f"<extra_id_{i}>" for i in range(4)]
+    punctuation = list(".,:;!?'\"()-") + [str(d) for d in range(10)]
+    words = list(dict.fromkeys(_TINY_T5_WORDS + punctuation))
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for token in sentinels + words:
+        vocab[token] = len(vocab)
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        additional_special_tokens=sentinels,
+    )
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(vocab),
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=2,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        initializer_factor=3.0,
+    )
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random T5 folder (seq2seq) with a word-level tokenizer; see :func:`make_tiny_t5`."""
+    return make_tiny_t5(tmp_path_factory.mktemp("tiny-t5"))

@@ -896,7 +896,7 @@ train_app = typer.Typer(help="Train rankers (PairRanker and baselines).", no_arg
 app.add_typer(train_app, name="train")
 
 
-def _settings_help() -> str:
+def _settings_help(settings_class: type | None = None) -> str:
     from dataclasses import MISSING, fields
 
     from llmblend.train.ranker import RankerTrainConfig
@@ -904,7 +904,14 @@ def _settings_help() -> str:
     def default(f) -> str:
         return "required" if f.default is MISSING else f"default {f.default!r}"
 
-    return "\n\n".join(f"{f.name} ({default(f)}): {f.metadata['help']}" for f in fields(RankerTrainConfig))
+    chosen = settings_class or RankerTrainConfig
+    return "\n\n".join(f"{f.name} ({default(f)}): {f.metadata['help']}" for f in fields(chosen))
+
+
+def _fuser_settings_help() -> str:
+    from llmblend.train.fuser import FuserTrainSettings
+
+    return _settings_help(FuserTrainSettings)
 
 
 @contextmanager
@@ -924,9 +931,14 @@ def _training_progress(total_hint: str) -> Iterator[Callable[[int, int, dict[str
         dev = {"value": float("nan")}
 
         def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
-            dev["value"] = metrics.get("dev_accuracy", dev["value"])
-            status = f"loss {metrics['loss']:.4f} acc {metrics['train_accuracy']:.3f} dev {dev['value']:.3f}"
-            bars.update(task, completed=step, total=total, status=status)
+            dev_keys = [k for k in metrics if k.startswith("dev_") and k != "dev_seconds"]
+            if dev_keys:
+                dev["value"] = metrics[dev_keys[0]]
+            parts = [f"loss {metrics['loss']:.4f}"]
+            if "train_accuracy" in metrics:
+                parts.append(f"acc {metrics['train_accuracy']:.3f}")
+            parts.append(f"dev {dev['value']:.3f}")
+            bars.update(task, completed=step, total=total, status=" ".join(parts))
 
         yield on_step
 
@@ -987,6 +999,39 @@ def train_ranker_command(
     resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
     console.print(
         f"trained {result.steps} steps{resumed}; best dev accuracy {best}; model: {result.model_dir}",
+        highlight=False,
+        markup=False,
+    )
+
+
+@train_app.command("fuser", epilog=f"Settings (YAML keys and --set names):\n\n{_fuser_settings_help()}")
+def train_fuser_command(
+    config_file: Annotated[
+        Path | None,
+        typer.Argument(help="A YAML file of settings (e.g. configs/fuser-gemma3-270m-lora.yaml)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any setting as KEY=VALUE on top of the YAML (listed below)."),
+    ] = None,
+) -> None:
+    """Train GenFuser (LLM-Blender §4): the ranker's top-K of each training instruction → the reference.
+
+    The training file must be ranked first (`llmblend rank`). Rerunning the same command after an
+    interruption resumes from OUTPUT_DIR/last; the best adapter on the dev file is kept in
+    OUTPUT_DIR/best (else OUTPUT_DIR/final).
+    """
+    from llmblend.train.config import build_config, parse_assignments
+    from llmblend.train.fuser import FuserTrainSettings, train_fuser
+
+    with user_errors():
+        settings = build_config(FuserTrainSettings, config_file, **parse_assignments(set_ or []))
+        with _training_progress("training the fuser") as on_step:
+            report = train_fuser(settings, progress=on_step)
+    resumed = f" (resumed at step {report.resumed_from})" if report.resumed_from else ""
+    console.print(
+        f"trained {report.steps} steps{resumed} in {report.seconds / 60:.1f} min on {report.train_examples} "
+        f"examples (skipped: {report.skipped}); best dev: {report.best_dev}; model: {report.model_dir}",
         highlight=False,
         markup=False,
     )

@@ -1,0 +1,738 @@
+"""``llmblend train fuser``: fine-tune GenFuser (LLM-Blender §4) on ranked MixInstruct data.
+
+As in the paper, the fuser learns to write the reference answer (``output``) from the instruction
+and the ranker's top-K candidates on the *training* split: the input of a record is its first
+``top_k`` candidates in ``ranking.order`` (the ``ranking`` field ``llmblend rank`` writes), best
+first. Options make the fuser robust to the ranker's mistakes: ``shuffle_candidates`` presents the K
+in a random order, ``swap_probability`` replaces one of them by a lower-ranked candidate.
+
+The model is a seq2seq LM (T5 / Flan-T5 / BART: ``labels`` = target ids, padding ignored) or a
+causal LM (prompt and target in one sequence; the loss is on the target tokens only, prompt and
+padding labelled -100). Causal batches are left-padded so every target ends at the last position,
+and the LM head runs only on the last ``max target + 1`` positions (``logits_to_keep``): with
+Gemma's 262k-word vocabulary that head is most of the compute. LoRA (peft) or full fine-tuning; bf16
+autocast on CPU or GPU when ``dtype: bfloat16``.
+
+The loop, top to bottom: build or resume the model, then per step ``grad_accum`` micro-batches,
+clip, AdamW step, warmup + linear decay. The data order is a pure function of the seed and the
+epoch (and so is each example's candidate shuffle and swap), so a resumed run sees exactly the
+batches an uninterrupted one would. Every ``save_every`` steps ``OUTPUT/last/`` is rewritten
+atomically (the adapter or model, tokenizer, and ``training_state.pt``: optimiser, scheduler, RNG,
+step); rerunning the same command continues from there. With a dev file, every ``eval_every`` steps
+the fuser generates for the first ``dev_limit`` dev records, is scored against their references
+(ROUGE-L, BLEU, ...), and the best by ROUGE-L is kept in ``OUTPUT/best/``; without one the end
+result goes to ``OUTPUT/final/``. ``best/`` and ``final/`` hold only what inference needs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmblend.errors import LlmblendError
+from llmblend.fuse.base import FuseItem
+from llmblend.fuse.inputs import ModelKind, token_ids
+from llmblend.train.config import config_to_yaml, setting
+from llmblend.types import Prompt
+
+log = logging.getLogger(__name__)
+
+LAST, BEST, FINAL = "last", "best", "final"
+TRAINING_STATE = "training_state.pt"
+#: The dev metric that picks ``best/``.
+SELECTION_METRIC = "rougeL"
+#: LoRA target modules by family: attention and MLP projections.
+CAUSAL_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+T5_LORA_TARGETS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")
+BART_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+T5_TYPES = ("t5", "mt5", "umt5", "longt5")
+#: Settings that must match for a rerun to resume ``last/`` rather than be refused.
+RESUME_KEYS = (
+    "train_file",
+    "base_model",
+    "gguf_file",
+    "lora",
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "lora_targets",
+    "top_k",
+    "shuffle_candidates",
+    "swap_probability",
+    "batch_size",
+    "grad_accum",
+    "seed",
+    "max_source_tokens",
+    "max_target_tokens",
+    "max_candidate_tokens",
+)
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass
+class FuserTrainSettings:
+    """Everything ``llmblend train fuser`` needs; YAML keys and ``--set`` names are the field names."""
+
+    train_file: str = setting("MixInstruct JSONL whose records carry a `ranking` (from `llmblend rank`)")
+    output_dir: str = setting("where last/, best/ or final/, config.yaml and log.jsonl go")
+    base_model: str = setting(
+        "model to fine-tune: HF folder or hub id (seq2seq such as google/flan-t5-large, or a causal LM), "
+        "a .gguf path, or local:NAME for a packaged GGUF (local:gemma3-270m)"
+    )
+    gguf_file: str | None = setting("GGUF file inside base_model's folder or hub repo (dequantised)", None)
+    dev_file: str | None = setting("ranked MixInstruct file scored during training; picks best/", None)
+    dev_limit: int = setting("dev records fused at each evaluation (the first ones of the file)", 24)
+    dev_metrics: tuple[str, ...] = setting(
+        "reference metrics on the dev fusions (rougeL always; e.g. bleu, bertscore)", ("rougeL", "bleu")
+    )
+    top_k: int = setting("candidates fused: the first K of ranking.order (K=3 in the paper)", 3)
+    shuffle_candidates: bool = setting("present the K candidates in a random (seeded) order", False)
+    swap_probability: float = setting(
+        "probability of replacing one of the top-K by a lower-ranked candidate (robustness)", 0.0
+    )
+    lora: bool = setting("train a LoRA adapter (peft) instead of every weight", True)
+    lora_r: int = setting("LoRA rank", 16)
+    lora_alpha: int = setting("LoRA alpha (scale = alpha / r)", 32)
+    lora_dropout: float = setting("dropout on the LoRA input", 0.05)
+    lora_targets: tuple[str, ...] = setting(
+        "module names LoRA adapts; default: attention + MLP projections of the model's family "
+        "(q_proj..down_proj for causal LMs, q,k,v,o,wi,wo for T5, q_proj..fc2 for BART)",
+        (),
+    )
+    dtype: str = setting("float32, or bfloat16 (autocast; weights and optimiser stay float32)", "float32")
+    lr: float = setting("peak AdamW learning rate", 2e-4)
+    weight_decay: float = setting("AdamW weight decay (not on biases/norms)", 0.0)
+    warmup_ratio: float = setting("share of steps spent warming up", 0.03)
+    batch_size: int = setting("examples per micro-batch", 4)
+    grad_accum: int = setting("micro-batches per optimiser step", 1)
+    epochs: float = setting("passes over the training records", 1.0)
+    max_steps: int | None = setting("stop after this many steps (overrides epochs)", None)
+    max_source_tokens: int = setting("tokens of the whole fuser input (instruction + candidates)", 448)
+    max_target_tokens: int = setting("tokens of the target kept (with the end-of-sequence token)", 192)
+    max_candidate_tokens: int = setting("tokens kept of each candidate", 128)
+    max_new_tokens: int | None = setting("dev generation length (default: max_target_tokens)", None)
+    dev_batch_size: int = setting("prompts generated together at a dev evaluation", 8)
+    seed: int = setting("seed of data order, candidate shuffles/swaps, LoRA init and dropout", 0)
+    save_every: int = setting("steps between resumable checkpoints in last/", 20)
+    eval_every: int = setting("steps between dev evaluations", 50)
+    threads: int | None = setting("torch CPU threads (default: torch's choice)", None)
+    device: str | None = setting("cpu, cuda, ... (default: cuda if present)", None)
+
+    def __post_init__(self) -> None:
+        from llmblend.eval.metrics import metric_names
+
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in (
+            "top_k",
+            "lora_r",
+            "batch_size",
+            "grad_accum",
+            "save_every",
+            "eval_every",
+            "dev_limit",
+            "dev_batch_size",
+            "max_source_tokens",
+            "max_target_tokens",
+            "max_candidate_tokens",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.swap_probability <= 1.0:
+            raise ValueError(f"swap_probability must be in [0, 1], got {self.swap_probability}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.epochs <= 0 and not self.max_steps:
+            raise ValueError(f"epochs must be > 0 (got {self.epochs}) unless max_steps is set")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {self.max_steps}")
+        metrics = tuple(dict.fromkeys((SELECTION_METRIC, *self.dev_metrics)))
+        unknown = [m for m in metrics if m not in metric_names()]
+        if unknown:
+            raise ValueError(f"unknown dev metric(s) {unknown}; known: {', '.join(metric_names())}")
+        self.dev_metrics = metrics
+        self.lora_targets = tuple(self.lora_targets)
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True, slots=True)
+class FuserRecord:
+    """One training record: the instruction, every candidate in ranked order (best first), the target."""
+
+    id: str
+    instruction: Prompt
+    input: str
+    ranked: tuple[str, ...]
+    target: str
+
+
+def load_fuser_records(
+    path: str | Path, top_k: int, *, limit: int | None = None
+) -> tuple[list[FuserRecord], dict[str, int]]:
+    """The usable records of a ranked MixInstruct file and, by reason, how many were skipped.
+
+    Skipped: no reference ``output`` (``no_output``), no usable ``ranking`` (``no_ranking``: missing,
+    failed, or an order that does not index the candidates), fewer than ``top_k`` ranked candidates
+    (``too_few_candidates``). An error when nothing is usable (e.g. the file was never ranked).
+    """
+    from llmblend.data.mixinstruct import read_mixinstruct
+
+    records: list[FuserRecord] = []
+    skipped = {"no_output": 0, "no_ranking": 0, "too_few_candidates": 0}
+    for example in read_mixinstruct(path):
+        if limit is not None and len(records) >= limit:
+            break
+        ranking = example.extra.get("ranking")
+        order = ranking.get("order") if isinstance(ranking, dict) and not ranking.get("error") else None
+        if not example.output or not example.output.strip():
+            skipped["no_output"] += 1
+        elif not isinstance(order, list) or not all(
+            isinstance(i, int) and 0 <= i < len(example.candidates) for i in order
+        ):
+            skipped["no_ranking"] += 1
+        elif len(order) < top_k:
+            skipped["too_few_candidates"] += 1
+        else:
+            ranked = tuple(example.candidates[i].text for i in order)
+            records.append(
+                FuserRecord(example.id, example.instruction, example.input, ranked, example.output)
+            )
+    if not records:
+        hint = " (rank it first: `llmblend rank`)" if skipped["no_ranking"] else ""
+        raise LlmblendError(f"{path} has no usable fuser training records{hint}; skipped: {skipped}")
+    if any(skipped.values()):
+        log.info("%s: skipped %s", path, {k: v for k, v in skipped.items() if v})
+    return records, skipped
+
+
+def fuse_item(record: FuserRecord, settings: FuserTrainSettings, epoch: int, position: int) -> FuseItem:
+    """The fuser input of ``record`` (at ``position`` in its file) in ``epoch``: its top-K, with the
+    swap and shuffle drawn from a generator seeded by (seed, epoch, position)."""
+    k = settings.top_k
+    chosen = list(record.ranked[:k])
+    rng = np.random.default_rng([settings.seed, epoch, position])
+    if settings.swap_probability and len(record.ranked) > k and rng.random() < settings.swap_probability:
+        chosen[int(rng.integers(k))] = record.ranked[int(rng.integers(k, len(record.ranked)))]
+    if settings.shuffle_candidates:
+        chosen = [chosen[i] for i in rng.permutation(k)]
+    return FuseItem(record.instruction, tuple(chosen), record.input)
+
+
+def dev_item(record: FuserRecord, top_k: int) -> FuseItem:
+    """A dev record's fuser input: the ranker's top-K in order (no shuffle, no swap)."""
+    return FuseItem(record.instruction, record.ranked[:top_k], record.input)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The record order of an epoch: a pure function of seed and epoch."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def micro_batch_indices(n: int, settings: FuserTrainSettings, index: int) -> tuple[int, list[int]]:
+    """``(epoch, record positions)`` of the ``index``-th micro-batch of the run (across epochs)."""
+    per_epoch = math.ceil(n / settings.batch_size)
+    epoch, position = divmod(index, per_epoch)
+    order = epoch_order(n, settings.seed, epoch)
+    start = position * settings.batch_size
+    return epoch, [int(i) for i in order[start : start + settings.batch_size]]
+
+
+def total_steps(n: int, settings: FuserTrainSettings) -> int:
+    if settings.max_steps:
+        return settings.max_steps
+    micro_batches = math.ceil(math.ceil(n / settings.batch_size) * settings.epochs)
+    return max(1, math.ceil(micro_batches / settings.grad_accum))
+
+
+# ---------------------------------------------------------------- batches and losses
+
+
+def target_ids(tokenizer: Any, kind: ModelKind, target: str, max_tokens: int) -> list[int]:
+    """The label ids of a target: at most ``max_tokens``, ending with the end-of-sequence token when
+    the whole target fits (a cut target has none: the model should not learn to stop mid-answer).
+
+    Seq2seq: the tokenizer's own target encoding (T5 appends ``</s>``). Causal: the text without
+    special tokens, then the tokenizer's EOS (what stops generation).
+    """
+    if kind == "seq2seq":
+        ids = list(tokenizer(text_target=target)["input_ids"])
+    else:
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise LlmblendError(
+                "the causal fuser's tokenizer has no end-of-sequence token to end targets with"
+            )
+        ids = [*token_ids(tokenizer, target), int(eos)]
+    return ids if len(ids) <= max_tokens else ids[:max_tokens]
+
+
+def causal_batch(
+    rows: Sequence[tuple[list[int], list[int]]], pad_id: int
+) -> dict[str, list[list[int]] | int]:
+    """Left-padded causal LM batch from ``(prompt ids, target ids)`` rows (as lists; :func:`to_tensors`).
+
+    ``input_ids`` = pads + prompt + target, ``labels`` = -100 over pads and prompt, the target ids
+    after; ``attention_mask`` 0 over pads; ``position_ids`` count real tokens from 0 (as ``generate``
+    does with left padding). ``keep`` = longest target + 1: the last positions whose logits the loss
+    needs. All rows end at the same position, so the targets sit at the right edge.
+    """
+    width = max(len(p) + len(t) for p, t in rows)
+    batch: dict[str, Any] = {"input_ids": [], "attention_mask": [], "position_ids": [], "labels": []}
+    for prompt, target in rows:
+        pad = width - len(prompt) - len(target)
+        batch["input_ids"].append([pad_id] * pad + prompt + target)
+        batch["attention_mask"].append([0] * pad + [1] * (len(prompt) + len(target)))
+        batch["position_ids"].append([0] * pad + list(range(len(prompt) + len(target))))
+        batch["labels"].append([-100] * (pad + len(prompt)) + target)
+    batch["keep"] = min(width, max(len(t) for _, t in rows) + 1)
+    return batch
+
+
+def seq2seq_batch(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, Any]:
+    """Right-padded seq2seq batch: ``input_ids``/``attention_mask`` of the sources, ``labels`` =
+    target ids padded with -100 (the model shifts them right into decoder inputs)."""
+    source_width = max(len(s) for s, _ in rows)
+    target_width = max(len(t) for _, t in rows)
+    return {
+        "input_ids": [s + [pad_id] * (source_width - len(s)) for s, _ in rows],
+        "attention_mask": [[1] * len(s) + [0] * (source_width - len(s)) for s, _ in rows],
+        "labels": [t + [-100] * (target_width - len(t)) for _, t in rows],
+    }
+
+
+def to_tensors(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.tensor(v, device=device) if isinstance(v, list) else v for k, v in batch.items()}
+
+
+def supports_logits_to_keep(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(type(base).forward).parameters
+
+
+def causal_loss(model: Any, batch: dict[str, Any], *, keep_logits: bool = True) -> Any:
+    """Mean cross-entropy over the target tokens of a :func:`causal_batch` (as tensors)."""
+    import torch.nn.functional as F
+
+    keep = batch["keep"]
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    # logits_to_keep: the LM head runs on the last `keep` positions only (the targets' predictions)
+    logits = model(**inputs, logits_to_keep=keep).logits if keep_logits else model(**inputs).logits[:, -keep:]
+    labels = batch["labels"][:, -keep:]
+    return F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+
+
+def seq2seq_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Mean cross-entropy over the (non-padding) label tokens of a :func:`seq2seq_batch`."""
+    return model(**{k: batch[k] for k in ("input_ids", "attention_mask", "labels")}).loss
+
+
+def default_lora_targets(model: Any) -> list[str] | str:
+    """The attention and MLP projections of the model's family that it has, else peft's "all-linear"."""
+    import torch
+
+    config = model.config
+    if config.model_type in T5_TYPES:
+        family = T5_LORA_TARGETS
+    elif getattr(config, "is_encoder_decoder", False):
+        family = BART_LORA_TARGETS
+    else:
+        family = CAUSAL_LORA_TARGETS
+    present = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    chosen = [name for name in family if name in present]
+    return chosen or "all-linear"
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def evaluate_fuser(fuser: Any, records: Sequence[FuserRecord], metrics: dict[str, Any]) -> dict[str, float]:
+    """Fuse each dev record's top-K and score against its reference: ``{metric: corpus score}`` plus
+    ``failed`` (items that produced no answer; scored as empty text)."""
+    fused = fuser.fuse([dev_item(r, fuser.top_k) for r in records])
+    texts = [f.text for f in fused]
+    references = [r.target for r in records]
+    scores = {name: float(metric.score(texts, references).corpus) for name, metric in metrics.items()}
+    scores["failed"] = float(sum(not f.ok for f in fused))
+    scores["mean_new_tokens"] = float(np.mean([f.completion_tokens for f in fused])) if fused else 0.0
+    return scores
+
+
+def inference_copy(fuser: Any, dtype: str) -> Any:
+    """A copy of a fuser in training for generating: its LoRA merged into a copy of the weights (an
+    unmerged adapter adds four small ops per layer and decoding is op-bound on CPU; merging in place
+    and back would nudge the frozen weights) and, with ``dtype: bfloat16``, cast to bf16 (faster than
+    autocast, which re-casts every frozen weight at every decoding step). The trained model is untouched.
+    """
+    import copy
+
+    import torch
+
+    from llmblend.fuse.trained import TrainedFuser
+
+    model = copy.deepcopy(fuser.model)
+    if fuser.is_adapter:
+        model = model.merge_and_unload()
+    if dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    model.eval()
+    return TrainedFuser(
+        model,
+        fuser.tokenizer,
+        kind=fuser.kind,
+        base_model=fuser.base_model,
+        gguf_file=fuser.gguf_file,
+        name=fuser.name,
+        max_candidate_tokens=fuser.max_candidate_tokens,
+        max_source_tokens=fuser.max_source_tokens,
+        max_new_tokens=fuser.max_new_tokens,
+        num_beams=fuser.num_beams,
+        batch_size=fuser.batch_size,
+        top_k=fuser.top_k,
+    )
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class FuserTrainReport:
+    """Where the fuser went and how training ended."""
+
+    output_dir: Path
+    model_dir: Path
+    steps: int
+    resumed_from: int
+    train_examples: int
+    skipped: dict[str, int]
+    dev_examples: int
+    best_dev: dict[str, float] | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+#: Called after every optimiser step: (step, total_steps, metrics of the step).
+ProgressCallback = Callable[[int, int, dict[str, float]], None]
+
+
+class FuserTrainer:
+    """One training run; ``run()`` trains (resuming from ``last/`` when it exists) and reports."""
+
+    def __init__(self, settings: FuserTrainSettings, *, progress: ProgressCallback | None = None) -> None:
+        from llmblend.fuse.trained import import_ml
+
+        import_ml("training a fuser")
+        self.settings = settings
+        self.out = Path(settings.output_dir)
+        self.progress = progress
+        self.history: list[dict[str, Any]] = []
+
+    # ---- set-up ----
+
+    def _check_resumable(self) -> None:
+        saved = self.out / "config.yaml"
+        if not saved.is_file() or self._last_dir() is None:
+            return
+        import yaml
+
+        previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        current = asdict(self.settings)
+        changed = [k for k in RESUME_KEYS if _normalise(previous.get(k)) != _normalise(current.get(k))]
+        if changed:
+            raise LlmblendError(
+                f"{self.out} holds a run with different {', '.join(changed)}; resuming would mix two runs. "
+                "Use another output_dir, or delete that folder to start over."
+            )
+
+    def _last_dir(self) -> Path | None:
+        """``last/`` with a training state; ``.last.old`` when a crash hit between the two renames."""
+        for candidate in (self.out / LAST, self.out / f".{LAST}.old"):
+            if (candidate / TRAINING_STATE).is_file():
+                return candidate
+        return None
+
+    def _build(self, device: str, resume: Path | None):
+        """The fuser to train: from ``resume`` (last/) when given, else the base model (+ fresh LoRA)."""
+        from llmblend.fuse.trained import (
+            TrainedFuser,
+            import_peft,
+            load_model,
+            load_tokenizer,
+            portable_spec,
+        )
+
+        s = self.settings
+        if resume is not None and not s.lora:
+            model, kind = load_model(str(resume), dtype="float32", device=device)
+        else:
+            model, kind = load_model(s.base_model, s.gguf_file, dtype="float32", device=device)
+        if s.lora:
+            peft = import_peft("LoRA training")
+            if resume is not None:
+                model = peft.PeftModel.from_pretrained(model, str(resume), is_trainable=True)
+            else:
+                targets = list(s.lora_targets) or default_lora_targets(model)
+                config = peft.LoraConfig(
+                    r=s.lora_r,
+                    lora_alpha=s.lora_alpha,
+                    lora_dropout=s.lora_dropout,
+                    target_modules=targets,
+                    task_type="SEQ_2_SEQ_LM" if kind == "seq2seq" else "CAUSAL_LM",
+                )
+                model = peft.get_peft_model(model, config)
+            model.to(device)
+        tokenizer = (
+            load_tokenizer(str(resume)) if resume is not None else load_tokenizer(s.base_model, s.gguf_file)
+        )
+        return TrainedFuser(
+            model,
+            tokenizer,
+            kind=kind,
+            base_model=portable_spec(s.base_model),
+            gguf_file=s.gguf_file,
+            name=f"fuser:{self.out.resolve().name}",
+            max_candidate_tokens=s.max_candidate_tokens,
+            max_source_tokens=s.max_source_tokens,
+            max_new_tokens=s.max_new_tokens or s.max_target_tokens,
+            batch_size=s.dev_batch_size,
+            top_k=s.top_k,
+            bf16_autocast=s.dtype == "bfloat16",
+        )
+
+    # ---- the loop ----
+
+    def run(self) -> FuserTrainReport:
+        import torch
+
+        from llmblend.eval.metrics import get_metric
+        from llmblend.rank.hf import pick_device
+
+        s = self.settings
+        started = time.perf_counter()
+        if s.threads is not None:
+            torch.set_num_threads(s.threads)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_resumable()
+        train, skipped = load_fuser_records(s.train_file, s.top_k)
+        dev = load_fuser_records(s.dev_file, s.top_k, limit=s.dev_limit)[0] if s.dev_file else None
+        metrics = {name: get_metric(name) for name in s.dev_metrics} if dev else {}
+        log.info("training a fuser on %d records (%s)", len(train), s.base_model)
+        device = str(pick_device(s.device))
+        steps = total_steps(len(train), s)
+        resume = self._last_dir()
+        torch.manual_seed(s.seed)
+        random.seed(s.seed)
+        fuser = self._build(device, resume)
+        model = fuser.model
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer, scheduler = make_optimizer(model, s, steps)
+        state = self._resume(resume, optimizer, scheduler)
+        start, best, best_dev = state["step"], state["best"], state["best_dev"]
+        self.history = state["history"]
+        _write_text(self.out / "config.yaml", config_to_yaml(s))
+        keep_logits = fuser.kind == "causal" and supports_logits_to_keep(model)
+        model.train()
+        for step in range(start, steps):
+            step_metrics, ids = self._step(fuser, train, step, optimizer, params, keep_logits)
+            scheduler.step()
+            done = step + 1
+            if dev is not None and (done % s.eval_every == 0 or done == steps):
+                eval_started = time.perf_counter()
+                scores = evaluate_fuser(inference_copy(fuser, s.dtype), dev, metrics)
+                model.train()
+                step_metrics.update({f"dev_{k}": v for k, v in scores.items()})
+                step_metrics["eval_seconds"] = time.perf_counter() - eval_started
+                if best is None or scores[SELECTION_METRIC] > best:
+                    best, best_dev = scores[SELECTION_METRIC], {"step": done, **scores}
+                    fuser.save_pretrained(self.out / BEST)
+                    step_metrics["saved_best"] = 1.0
+            self._log(done, step_metrics, ids)
+            if done % s.save_every == 0 or done == steps:
+                self._save_checkpoint(fuser, optimizer, scheduler, done, best, best_dev)
+            if self.progress:
+                self.progress(done, steps, step_metrics)
+        if start >= steps:
+            log.info("%s already finished %d steps; nothing to do", self.out, steps)
+        if dev is None and (start < steps or not (self.out / FINAL).is_dir()):
+            fuser.save_pretrained(self.out / FINAL)
+        model_dir = self.out / (BEST if dev is not None and (self.out / BEST).is_dir() else FINAL)
+        return FuserTrainReport(
+            output_dir=self.out,
+            model_dir=model_dir,
+            steps=steps,
+            resumed_from=start,
+            train_examples=len(train),
+            skipped=skipped,
+            dev_examples=len(dev) if dev else 0,
+            best_dev=best_dev,
+            history=self.history,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _step(self, fuser, train, step: int, optimizer, params, keep_logits: bool):
+        import torch
+
+        s = self.settings
+        started = time.perf_counter()
+        total_loss, tokens, ids = 0.0, 0, []
+        pad_id = fuser.pad_id
+        for micro in range(s.grad_accum):
+            epoch, positions = micro_batch_indices(len(train), s, step * s.grad_accum + micro)
+            rows = []
+            for position in positions:
+                record = train[position]
+                item = fuse_item(record, s, epoch, position)
+                try:
+                    source = fuser.encode(item)
+                except ValueError as exc:
+                    raise LlmblendError(f"training record {record.id!r}: {exc}") from exc
+                rows.append(
+                    (source, target_ids(fuser.tokenizer, fuser.kind, record.target, s.max_target_tokens))
+                )
+                ids.append(record.id)
+            make_batch = causal_batch if fuser.kind == "causal" else seq2seq_batch
+            batch = to_tensors(make_batch(rows, pad_id), fuser.device)
+            with torch.autocast(fuser.device.type, dtype=torch.bfloat16, enabled=s.dtype == "bfloat16"):
+                if fuser.kind == "causal":
+                    loss = causal_loss(fuser.model, batch, keep_logits=keep_logits)
+                else:
+                    loss = seq2seq_loss(fuser.model, batch)
+            (loss / s.grad_accum).backward()
+            total_loss += float(loss.item()) / s.grad_accum
+            tokens += int((batch["labels"] != -100).sum())
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        metrics = {
+            "loss": total_loss,
+            "grad_norm": float(grad_norm),
+            "lr": optimizer.param_groups[0]["lr"],
+            "target_tokens": float(tokens),
+            "seconds": time.perf_counter() - started,
+        }
+        return metrics, ids
+
+    def _log(self, step: int, metrics: dict[str, float], ids: list[str]) -> None:
+        record = {"step": step, **{k: round(v, 6) for k, v in metrics.items()}, "examples": ids}
+        self.history.append(record)
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    # ---- checkpoints ----
+
+    def _save_checkpoint(self, fuser, optimizer, scheduler, step: int, best, best_dev) -> None:
+        """``last/``: the fuser's files plus ``training_state.pt``, built beside it and renamed in."""
+        import torch
+
+        from llmblend.fuse.trained import replace_folder
+
+        state = {
+            "step": step,
+            "best": best,
+            "best_dev": best_dev,
+            "history": self.history,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "python_rng": random.getstate(),
+            "numpy_rng": np.random.get_state(),
+        }
+        staging = Path(tempfile.mkdtemp(prefix=f".{LAST}.", dir=self.out))
+        try:
+            fuser.write_into(staging)
+            torch.save(state, staging / TRAINING_STATE)
+            replace_folder(staging, self.out / LAST)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _resume(self, resume: Path | None, optimizer, scheduler) -> dict[str, Any]:
+        import torch
+
+        if resume is None:
+            (self.out / "log.jsonl").unlink(missing_ok=True)
+            return {"step": 0, "best": None, "best_dev": None, "history": []}
+        state = torch.load(resume / TRAINING_STATE, map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        random.setstate(state["python_rng"])
+        np.random.set_state(state["numpy_rng"])
+        _truncate_log(self.out / "log.jsonl", state["step"])
+        log.info("resuming %s from step %d", self.out, state["step"])
+        return state
+
+
+def make_optimizer(model, settings: FuserTrainSettings, steps: int):
+    """AdamW over the trainable parameters (no weight decay on biases and norms), linear warmup then
+    linear decay to 0."""
+    import torch
+
+    decay, plain = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (plain if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": settings.weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=settings.lr)
+    warmup = int(steps * settings.warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (steps - step) / max(1, steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _normalise(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
+
+
+def _write_text(path: Path, text: str) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by the interruption
+    _write_text(path, "".join(line + "\n" for line in kept))
+
+
+def train_fuser(settings: FuserTrainSettings, progress: ProgressCallback | None = None) -> FuserTrainReport:
+    """Train (or resume training) a fuser as ``settings`` say; see :class:`FuserTrainer`."""
+    return FuserTrainer(settings, progress=progress).run()
