@@ -263,6 +263,6 @@ def test_a_ranker_that_raises_gives_error_results() -> None:
     assert result.error == "ranking failed: RuntimeError: CUDA out of memory" and result.returned == "none"
 
 
-def test_default_fuser_is_none_when_no_trained_fuser_can_be_imported(monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "llmblend.fuse.trained", None)  # import raises ImportError
+def test_default_fuser_is_none_when_the_shipped_fuser_cannot_be_imported(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "llmblend.fuse.llama_fuser", None)  # import raises ImportError
     assert default_fuser() is None

@@ -62,24 +62,13 @@ NO_FUSER_NOTE = "no fuser: returned the top-ranked candidate"
 
 
 def default_fuser() -> Fuser | None:
-    """The fuser that ships with llmblend, or None when there is none to load.
+    """The fuser that ships with llmblend (GenFuser: a LoRA adapter on the packaged Gemma-3-270M,
+    served by llama.cpp), or None when it cannot be loaded here — then a :class:`Blender` returns
+    the top-ranked candidate and says so in the result."""
+    try:
+        from llmblend.fuse.llama_fuser import LlamaCppFuser
 
-    TODO(shipped fuser): this is the hook for the packaged GenFuser. It returns
-    ``llmblend.fuse.trained.TrainedFuser.default()`` once that exists and loads; until then (module
-    or method missing, model files absent, an extra not installed) it logs why and returns None, and
-    a :class:`Blender` without a fuser returns the top-ranked candidate, saying so in the result.
-    """
-    try:
-        from llmblend.fuse.trained import TrainedFuser
-    except ImportError as exc:
-        log.info("no trained fuser available (%s); blending returns the top-ranked candidate", exc)
-        return None
-    load = getattr(TrainedFuser, "default", None)
-    if load is None:
-        log.info("TrainedFuser has no packaged default yet; blending returns the top-ranked candidate")
-        return None
-    try:
-        return load()
+        return LlamaCppFuser.default()
     except (LlmblendError, OSError, ImportError) as exc:
         log.warning(
             "the shipped fuser could not be loaded (%s); blending returns the top-ranked candidate", exc
@@ -96,6 +85,10 @@ def load_fuser(spec: str | None) -> Fuser | None:
         return default_fuser()
     if spec == "none":
         return None
+    if Path(spec, "adapter.gguf").is_file():
+        from llmblend.fuse.llama_fuser import LlamaCppFuser
+
+        return LlamaCppFuser.from_folder(spec)
     if spec.startswith("prompted:"):
         from llmblend.backends.config import build_backend, load_backend_config
         from llmblend.fuse.prompted import PromptedFuser

@@ -109,7 +109,7 @@ def test_blender_default_wires_config_ranker_and_shipped_fuser(scripted_server, 
     from llmblend.rank.pairranker import PairRanker
 
     monkeypatch.setattr(PairRanker, "default", classmethod(lambda cls, **options: LongestRanker()))
-    monkeypatch.setitem(sys.modules, "llmblend.fuse.trained", None)  # no trained fuser to import
+    monkeypatch.setitem(sys.modules, "llmblend.fuse.llama_fuser", None)  # no shipped fuser to import
     config = GenerateConfig(
         defaults=Sampling(max_tokens=8, temperature=0.0),
         backends=[
