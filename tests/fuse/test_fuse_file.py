@@ -107,9 +107,10 @@ def test_every_example_gets_a_fused_field_and_a_ranking(source: Path, tmp_path: 
         None,
     )
     assert records[-1]["fused"]["returned"] == "only candidate" and records[-1]["fused"]["text"] == "alone"
-    # `llmblend eval report` reads fused.text under the fuser's name
+    # `llmblend eval report` reads the fusion (fused_text) and what the guard returned (text)
     methods = fused_in_file(load_mixinstruct(out))
-    assert list(methods) == ["fused (join)"] and methods["fused (join)"][-1] == "alone"
+    assert list(methods) == ["fused (join), no guard", "fused (join) + guard"]
+    assert methods["fused (join) + guard"][-1] == "alone" and methods["fused (join), no guard"][-1] is None
 
 
 def test_a_kill_mid_line_then_rerun_gives_the_same_bytes(source: Path, tmp_path: Path) -> None:

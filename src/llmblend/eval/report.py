@@ -86,16 +86,26 @@ def rankings_in_file(examples: Sequence[Example]) -> dict[str, list[Ranking]]:
 
 
 def fused_in_file(examples: Sequence[Example]) -> dict[str, list[str | None]]:
-    """The ``fused`` field: one method per fuser name."""
+    """The ``fused`` field: one method per fuser name; records written by ``llmblend fuse`` (with
+    ``fused_text``) give two, the fusion itself and what the guard returned."""
     methods: dict[str, list[str | None]] = {}
+
+    def put(name: str, k: int, text: str | None) -> None:
+        methods.setdefault(name, [None] * len(examples))[k] = text
+
     for k, example in enumerate(examples):
         value = example.extra.get("fused")
         if value is None:
             continue
-        text, fuser = (
-            (value, "fuser") if isinstance(value, str) else (value.get("text"), value.get("fuser", "fuser"))
-        )
-        methods.setdefault(f"fused ({fuser})", [None] * len(examples))[k] = text
+        if isinstance(value, str):
+            put("fused (fuser)", k, value)
+            continue
+        fuser = value.get("fuser", "fuser")
+        if "fused_text" in value:
+            put(f"fused ({fuser}), no guard", k, value["fused_text"] or None)
+            put(f"fused ({fuser}) + guard", k, value.get("text"))
+        else:
+            put(f"fused ({fuser})", k, value.get("text"))
     return methods
 
 
