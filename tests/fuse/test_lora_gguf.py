@@ -1,4 +1,4 @@
-"""GGUF export of peft LoRA adapters: a synthetic adapter read back, refusals, and (slow) llama.cpp vs peft."""
+"""GGUF export of peft LoRA adapters: a synthetic one read back, refusals, (slow) llama.cpp vs peft."""
 
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def test_lm_head_and_embeddings_are_refused(tmp_path: Path) -> None:
     embed = lora_tensors(layers=(0,))
     embed["base_model.model.model.embed_tokens.lora_embedding_A"] = np.ones((RANK, 50), np.float32)
     embed["base_model.model.model.embed_tokens.lora_embedding_B"] = np.ones((HIDDEN, RANK), np.float32)
-    _refused(tmp_path / "e", embed, match="embed_tokens.lora_embedding_A")
+    _refused(tmp_path / "e", embed, match=r"embed_tokens\.lora_embedding_A")
 
 
 def test_half_pairs_and_bad_shapes_are_refused(tmp_path: Path) -> None:
@@ -263,7 +263,7 @@ def test_missing_files(tmp_path: Path) -> None:
     with pytest.raises(LoraExportError, match="does not exist"):
         export_lora_gguf(tmp_path / "nowhere", tmp_path / "x.gguf")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(LlmblendError, match="adapter_config.json"):
+    with pytest.raises(LlmblendError, match=r"adapter_config\.json"):
         export_lora_gguf(tmp_path / "empty", tmp_path / "x.gguf")
     folder = make_adapter(tmp_path / "bin")
     (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")

@@ -191,7 +191,8 @@ def collect_lora_pairs(
     if foreign:
         raise LoraExportError(
             "the adapter holds tensors that are not LoRA factors of linear layers (embedding LoRA, "
-            f"modules_to_save, DoRA magnitudes or biases cannot go into a GGUF LoRA): {', '.join(sorted(foreign))}"
+            "modules_to_save, DoRA magnitudes or biases cannot go into a GGUF LoRA): "
+            + ", ".join(sorted(foreign))
         )
     if not halves:
         raise LoraExportError("the adapter holds no LoRA tensors")
