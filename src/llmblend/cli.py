@@ -1037,6 +1037,28 @@ def train_fuser_command(
     )
 
 
+@train_app.command("package-fuser")
+def train_package_fuser_command(
+    adapter: Annotated[
+        Path, typer.Argument(help="A trained adapter folder (OUTPUT_DIR/best of `train fuser`).")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="The folder to write (e.g. src/llmblend/models/fuser-gemma3-270m).")
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="The fuser's name in results (default: the folder's).")
+    ] = None,
+) -> None:
+    """Make a small fuser folder for llama.cpp and transformers: the adapter as GGUF and as f16 peft
+    weights, plus its settings (the tokenizer is read from the base model)."""
+    from llmblend.fuse.llama_fuser import package_fuser
+
+    with user_errors():
+        folder = package_fuser(adapter, out, name=name)
+    size = sum(f.stat().st_size for f in folder.iterdir()) / 1e6
+    console.print(f"wrote {folder} ({size:.1f} MB)", highlight=False, markup=False)
+
+
 @train_app.command("compact")
 def train_compact_command(
     model: Annotated[Path, typer.Argument(help="A trained PairRanker folder (e.g. OUTPUT_DIR/best).")],

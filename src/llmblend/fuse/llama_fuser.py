@@ -161,3 +161,33 @@ class LlamaCppFuser:
             if self._llama is not None:
                 self._llama.close()
                 self._llama = None
+
+
+def package_fuser(adapter_folder: str | Path, out: str | Path, *, name: str | None = None) -> Path:
+    """A small, shippable fuser folder from a trained LoRA adapter folder (``best/``).
+
+    Writes ``adapter.gguf`` (f16, for llama.cpp), the peft adapter in f16 (``adapter_config.json`` +
+    ``adapter_model.safetensors``, for :class:`~llmblend.fuse.trained.TrainedFuser`) and
+    ``llmblend.json``; no tokenizer (both runtimes read it from the base GGUF). Returns ``out``.
+    """
+    from safetensors.numpy import load_file, save_file
+
+    from llmblend.fuse.lora_gguf import export_lora_gguf
+
+    source, out = Path(adapter_folder), Path(out)
+    settings_path = source / SETTINGS_FILE
+    if not settings_path.is_file():
+        raise LlmblendError(
+            f"{source} has no {SETTINGS_FILE}: package the best/ folder of `llmblend train fuser`"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    export_lora_gguf(source, out / ADAPTER_GGUF, dtype="f16")
+    weights = load_file(str(source / "adapter_model.safetensors"))
+    save_file({k: v.astype("float16") for k, v in weights.items()}, str(out / "adapter_model.safetensors"))
+    (out / "adapter_config.json").write_text((source / "adapter_config.json").read_text(encoding="utf-8"))
+    settings = json.loads(settings_path.read_text(encoding="utf-8"))
+    settings["llmblend"]["name"] = name or settings["llmblend"].get("name") or out.name
+    (out / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for file in out.iterdir():
+        file.chmod(0o644)
+    return out
