@@ -31,6 +31,7 @@ demo: $(STAMP)
 	rm -f build/demo-ranked.jsonl build/demo-generated.jsonl build/demo-generated.failed.jsonl
 	$(BIN)/llmblend rank $(DEMO_DIR)/dev.jsonl --out build/demo-ranked.jsonl --limit 8
 	$(BIN)/llmblend generate --instructions $(DEMO_DIR)/dev.jsonl --out build/demo-generated.jsonl --limit 2
+	$(BIN)/llmblend blend "Give three tips for staying focused while studying."
 	$(BIN)/llmblend compare "Name three primary colours." \
 	    "The primary colours of pigment are red, yellow and blue; of light, red, green and blue." "Green."
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from llmblend.errors import LlmblendError, MissingExtraError
+from llmblend.folders import replace_folder
 from llmblend.fuse.base import Fused, FuseItem
 from llmblend.fuse.inputs import MODEL_KINDS, ModelKind, encode_source
 
@@ -214,19 +215,6 @@ def is_peft_model(model: Any) -> bool:
     except ImportError:
         return False
     return isinstance(model, PeftModel)
-
-
-def replace_folder(staging: Path, path: Path) -> None:
-    """Move the finished folder ``staging`` to ``path``, replacing what is there (two renames)."""
-    os.chmod(staging, 0o755)
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-        staging.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(path)
 
 
 # ---------------------------------------------------------------- the fuser

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmblend.errors import LlmblendError, MissingExtraError
+from llmblend.folders import replace_folder
 from llmblend.rank.base import CONFIG_KEY, FORMAT_VERSION
 
 if TYPE_CHECKING:
@@ -182,17 +182,7 @@ def save_model_folder(
         tokenizer.save_pretrained(str(staging))
         tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        os.chmod(staging, 0o755)
-        for file in staging.iterdir():
-            os.chmod(file, 0o644)  # a model folder is meant to be shared (some writers create 0600)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            staging.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(path)
+        replace_folder(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

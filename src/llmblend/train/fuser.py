@@ -30,7 +30,6 @@ import inspect
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import tempfile
@@ -45,6 +44,7 @@ import numpy as np
 from llmblend.errors import LlmblendError
 from llmblend.fuse.base import FuseItem
 from llmblend.fuse.inputs import ModelKind, token_ids
+from llmblend.train.checkpoints import normalise, truncate_log, write_text
 from llmblend.train.config import config_to_yaml, setting
 from llmblend.types import Prompt
 
@@ -457,7 +457,7 @@ class FuserTrainer:
 
         previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
         current = asdict(self.settings)
-        changed = [k for k in RESUME_KEYS if _normalise(previous.get(k)) != _normalise(current.get(k))]
+        changed = [k for k in RESUME_KEYS if normalise(previous.get(k)) != normalise(current.get(k))]
         if changed:
             raise LlmblendError(
                 f"{self.out} holds a run with different {', '.join(changed)}; resuming would mix two runs. "
@@ -549,7 +549,7 @@ class FuserTrainer:
         state = self._resume(resume, optimizer, scheduler)
         start, best, best_dev = state["step"], state["best"], state["best_dev"]
         self.history = state["history"]
-        _write_text(self.out / "config.yaml", config_to_yaml(s))
+        write_text(self.out / "config.yaml", config_to_yaml(s))
         keep_logits = fuser.kind == "causal" and supports_logits_to_keep(model)
         model.train()
         for step in range(start, steps):
@@ -644,7 +644,7 @@ class FuserTrainer:
         """``last/``: the fuser's files plus ``training_state.pt``, built beside it and renamed in."""
         import torch
 
-        from llmblend.fuse.trained import replace_folder
+        from llmblend.folders import replace_folder
 
         state = {
             "step": step,
@@ -680,7 +680,7 @@ class FuserTrainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         random.setstate(state["python_rng"])
         np.random.set_state(state["numpy_rng"])
-        _truncate_log(self.out / "log.jsonl", state["step"])
+        truncate_log(self.out / "log.jsonl", state["step"])
         log.info("resuming %s from step %d", self.out, state["step"])
         return state
 
@@ -707,30 +707,6 @@ def make_optimizer(model, settings: FuserTrainSettings, steps: int):
         return max(0.0, (steps - step) / max(1, steps - warmup))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _normalise(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple | list) else value
-
-
-def _write_text(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut short by the interruption
-    _write_text(path, "".join(line + "\n" for line in kept))
 
 
 def train_fuser(settings: FuserTrainSettings, progress: ProgressCallback | None = None) -> FuserTrainReport:

@@ -28,6 +28,7 @@ from llmblend.errors import LlmblendError
 from llmblend.rank import hf
 from llmblend.rank.encoding import to_device
 from llmblend.rank.registry import resolve_target
+from llmblend.train.checkpoints import normalise, truncate_log, write_text
 from llmblend.train.config import config_to_yaml, setting
 from llmblend.train.losses import LOSSES, get_loss
 from llmblend.train.pairs import LabelledPair, PairSet, load_pairs
@@ -314,7 +315,7 @@ class RankerTrainer:
 
         previous = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
         current = asdict(self.config)
-        changed = [k for k in RESUME_KEYS if _normalise(previous.get(k)) != _normalise(current.get(k))]
+        changed = [k for k in RESUME_KEYS if normalise(previous.get(k)) != normalise(current.get(k))]
         if changed and (self.out / CHECKPOINT).is_file():
             raise LlmblendError(
                 f"{self.out} holds a run with different {', '.join(changed)}; resuming would mix two runs. "
@@ -340,7 +341,7 @@ class RankerTrainer:
         state = self._resume(module, optimizer, scheduler)
         start, best = state["step"], state["best"]
         self.history = state["history"]
-        _write_text(self.out / "config.yaml", config_to_yaml(c))
+        write_text(self.out / "config.yaml", config_to_yaml(c))
         loss_fn = get_loss(c.loss)
         module.train()
         for step in range(start, steps):
@@ -433,33 +434,9 @@ class RankerTrainer:
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
-        _truncate_log(self.out / "log.jsonl", state["step"])
+        truncate_log(self.out / "log.jsonl", state["step"])
         log.info("resuming %s from step %d", self.out, state["step"])
         return state
-
-
-def _normalise(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple | list) else value
-
-
-def _write_text(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut short by the interruption
-    _write_text(path, "".join(line + "\n" for line in kept))
 
 
 def train_ranker(config: RankerTrainConfig, *, on_step: StepCallback | None = None) -> TrainResult:
