@@ -17,9 +17,12 @@ in-process otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib.util
 import logging
+import os
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -98,6 +101,28 @@ def resolve_model(model: str) -> tuple[Path, bool | None]:
 #: leave the process mute. Every load in llmblend holds this lock.
 LOAD_LOCK = threading.Lock()
 
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what llama.cpp's C code writes straight to file descriptor 2 while a model loads
+    (KV-cache and LoRA notes that ``verbose=False`` does not catch); kept with ``--verbose``.
+
+    Hold :data:`LOAD_LOCK` around it: the descriptor is process-wide.
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 #: llama.cpp's repetition penalty for local models, in-process and served alike (llama_cpp.server
 #: defaults to 1.1, the Python API to 1.0): 135M-270M models loop without it.
 REPEAT_PENALTY = 1.1
@@ -109,7 +134,7 @@ def has_chat_template(path: Path) -> bool:
         from llama_cpp import Llama
     except ImportError:
         raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp backend") from None
-    with LOAD_LOCK:
+    with LOAD_LOCK, quiet_native_stderr():
         vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)
     try:
         return "tokenizer.chat_template" in vocab.metadata
@@ -158,7 +183,7 @@ class LlamaCppBackend(Backend):
                 except ImportError:
                     raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp backend") from None
                 log.info("loading %s with llama.cpp (%s threads)", self.path, self.threads)
-                with LOAD_LOCK:
+                with LOAD_LOCK, quiet_native_stderr():
                     self._llama = Llama(
                         model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False
                     )

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from llmblend.backends.llama_cpp import LOAD_LOCK, resolve_model
+from llmblend.backends.base import COMPLETION_STOP
+from llmblend.backends.llama_cpp import LOAD_LOCK, quiet_native_stderr, resolve_model
 from llmblend.errors import LlmblendError, MissingExtraError
 from llmblend.fuse.base import Fused, FuseItem
 from llmblend.fuse.inputs import encode_source
@@ -113,7 +114,7 @@ class LlamaCppFuser:
             except ImportError:
                 raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp fuser") from None
             options = {"lora_path": str(self.lora_gguf)} if self.lora_gguf else {}
-            with LOAD_LOCK:
+            with LOAD_LOCK, quiet_native_stderr():
                 self._llama = Llama(
                     model_path=str(self.base_path),
                     n_ctx=self.n_ctx,
@@ -136,7 +137,11 @@ class LlamaCppFuser:
                 max_source_tokens=self.max_source_tokens,
             )
             out = llama.create_completion(
-                prompt=ids, max_tokens=self.max_new_tokens, temperature=0.0, repeat_penalty=1.0
+                prompt=ids,
+                max_tokens=self.max_new_tokens,
+                temperature=0.0,
+                repeat_penalty=1.0,
+                stop=list(COMPLETION_STOP),  # a small base model that goes on to a new turn is done
             )
         except ValueError as exc:  # an input over the context window, or one that cannot fit the budget
             return Fused("", self.name, latency_s=time.perf_counter() - started, error=f"bad_input: {exc}")
