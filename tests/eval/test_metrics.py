@@ -199,51 +199,11 @@ def test_bertscore_on_a_local_folder_with_idf(torch, tiny_bert: Path):
         get_metric("bertscore", model=str(tiny_bert), num_layers=3)
 
 
-# -- BARTScore on a tiny random T5 (word-level tokenizer that appends </s>)
+# -- BARTScore on the tiny random T5 of conftest (word-level tokenizer that appends </s>)
 
 # targets of 2..8 tokens with </s>, so every batch of 2 or 3 pads sources and labels
 BART_CANDS = ["the cat sat on the mat", "a dog", "paris is the capital of france", "good", "what answer"]
 BART_REFS = ["the cat sat on the mat", "a dog ran in the park", "the capital", "what is a good answer", "cat"]
-
-
-def make_tiny_t5(folder: Path) -> Path:
-    """A randomly initialised 2-layer T5 (d_model 32) with a word-level tokenizer: pad 0, eos 1, unk 2."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
-
-    words = dict.fromkeys(" ".join(BART_CANDS + BART_REFS).split())
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.post_processor = processors.TemplateProcessing(
-        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
-    tokenizer.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = T5Config(
-        vocab_size=len(vocab),
-        d_model=32,
-        d_kv=16,
-        d_ff=64,
-        num_layers=2,
-        num_decoder_layers=2,
-        num_heads=2,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-        initializer_factor=3.0,  # spread the random logits so that a masking bug moves the mean visibly
-    )
-    T5ForConditionalGeneration(config).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def tiny_t5(torch, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_t5(tmp_path_factory.mktemp("tiny-t5"))
 
 
 def direct_log_likelihood(folder: Path, source: str, target: str, max_length: int = 1024) -> float:
@@ -261,7 +221,7 @@ def direct_log_likelihood(folder: Path, source: str, target: str, max_length: in
     return float(torch.log_softmax(logits, dim=-1)[torch.arange(len(labels)), labels].mean())
 
 
-def test_bartscore_matches_the_direct_computation(tiny_t5: Path):
+def test_bartscore_matches_the_direct_computation(torch, tiny_t5: Path):
     metric = get_metric("bartscore", model=str(tiny_t5), batch_size=3)
     calls: list[int] = []
     result = metric.score(BART_CANDS, BART_REFS, progress=calls.append)
@@ -280,13 +240,13 @@ def test_bartscore_matches_the_direct_computation(tiny_t5: Path):
     )
 
 
-def test_bartscore_truncates_at_max_length(tiny_t5: Path):
+def test_bartscore_truncates_at_max_length(torch, tiny_t5: Path):
     metric = get_metric("bartscore", model=str(tiny_t5), max_length=3, batch_size=5)
     truncated = [direct_log_likelihood(tiny_t5, c, r, 3) for c, r in zip(BART_CANDS, BART_REFS, strict=True)]
     np.testing.assert_allclose(metric.score(BART_CANDS, BART_REFS).per_example, truncated, atol=1e-4)
 
 
-def test_bartscore_rejects_an_unknown_direction(tiny_t5: Path):
+def test_bartscore_rejects_an_unknown_direction(torch, tiny_t5: Path):
     with pytest.raises(ValueError, match=r"direction 'both'; choose one of c2r, r2c, avg"):
         get_metric("bartscore", model=str(tiny_t5), direction="both")
 
