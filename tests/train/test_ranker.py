@@ -322,3 +322,17 @@ def test_layers_outside_the_backbone_learn_at_head_lr_scale(tmp_path: Path, tiny
         expected = 1e-4 if name.startswith("pretrained_model.") else 2e-3
         assert lr_of[id(param)] == pytest.approx(expected), name
     assert len(lr_of) == len(list(ranker.module.parameters()))
+
+
+RANKER_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("pairranker-*.yaml"))
+
+
+@pytest.mark.parametrize("path", RANKER_CONFIGS, ids=lambda p: p.name)
+def test_committed_ranker_recipes_parse(path: Path):
+    config = build_config(RankerTrainConfig, path)
+    assert config.architecture == "pair-ranker" and config.train_file.startswith("build/")
+
+
+def test_there_are_ranker_recipes_to_check():
+    names = {p.name for p in RANKER_CONFIGS}
+    assert {"pairranker-minilm-default.yaml", "pairranker-minilm-default-stage2.yaml"} <= names
