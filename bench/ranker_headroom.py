@@ -8,7 +8,7 @@ the top-1 of the 11 pool candidates on the fifth. Probes:
   refusals, code blocks, final punctuation…), pairs among the pool only;
 * ``tfidf pool``: word 1–2-gram TF-IDF of the whole answer, pairs among the pool only;
 * ``tfidf all k=…``: the same, with up to k pairs per instruction drawn from the answers of every
-  oracle-scored model (57), as ``alpaca-blend/pairs_train.jsonl`` is built (|Δ oracle| ≥ 0.1).
+  oracle-scored model (57), ≥ 0.1 apart like ``alpaca-blend/pairs_train.jsonl`` (identical texts kept).
 
 Next to them: always answering with each pool model (the best is the target), longest, oracle. The
 table tells whether a content signal learnable from this data beats the best single model at all,
