@@ -21,7 +21,7 @@ from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.eval.ranking import fmt_number, fmt_percent, markdown_table
 from llmblend.rank.pairranker import PairRanker
 from llmblend.train.config import build_config
-from llmblend.train.ranker import RankerTrainConfig, RankerTrainer, pairwise_accuracy
+from llmblend.train.ranker import RankerTrainConfig, held_out_pairs, pairwise_accuracy
 
 ORACLE = "gpt4_win"
 
@@ -39,8 +39,8 @@ def main() -> None:
     config = build_config(RankerTrainConfig, args.config)
     if not config.val_fraction:
         parser.error(f"{args.config} holds nothing out (val_fraction is 0)")
-    _, held_out_pairs = RankerTrainer(config)._load_data()
-    held_out = {p.query.source for p in held_out_pairs.pairs}
+    pairs = held_out_pairs(config)
+    held_out = {p.query.source for p in pairs.pairs}
     examples = [ex for ex in load_mixinstruct(args.train) if ex.source in held_out]
     scores = np.array([[c.scores[ORACLE] for c in ex.candidates] for ex in examples])
     best = int(scores.mean(axis=0).argmax())
@@ -50,14 +50,14 @@ def main() -> None:
     ]
     for folder in args.models:
         ranker = PairRanker.from_pretrained(folder, runtime=args.runtime, batch_size=32)
-        accuracy = pairwise_accuracy(ranker, held_out_pairs.pairs)
+        accuracy = pairwise_accuracy(ranker, pairs.pairs)
         rankings = ranker.rank(examples, strategy=args.strategy)
         top1 = np.mean([scores[i, r.order[0]] for i, r in enumerate(rankings)])
         rows.append([str(folder), fmt_percent(accuracy), fmt_number(float(top1))])
         print(" | ".join(rows[-1]), flush=True)
     print(
         f"\n### Held-out train instructions of {args.config.name}: {len(examples)} instructions, "
-        f"{len(held_out_pairs.pairs)} pairs ({args.runtime}, {args.strategy})\n"
+        f"{len(pairs.pairs)} pairs ({args.runtime}, {args.strategy})\n"
     )
     print(markdown_table((["model", "pair accuracy", f"top-1 {ORACLE}"], rows)))
 

@@ -120,12 +120,15 @@ class Ranking:
     best first. ``n_forward`` counts model forward passes spent on the example (one per encoded
     sequence: a pair for PairRanker, a candidate for a pointwise ranker, 0 for heuristics).
     ``error`` is set, with empty scores and order, when the example could not be ranked.
+    ``terms``: for a pool-aware ranking, each term's share of the log-odds that the pick beats the
+    pool's favourite (or, when the favourite is the pick, the runner-up): which terms decided.
     """
 
     scores: tuple[float, ...]
     order: tuple[int, ...]
     n_forward: int = 0
     error: str | None = None
+    terms: dict[str, float] | None = None
 
     @classmethod
     def from_scores(cls, scores: Any, n_forward: int = 0) -> Ranking:

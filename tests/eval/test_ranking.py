@@ -21,7 +21,6 @@ from llmblend.eval.ranking import (
     correlation,
     evaluate_rankers,
     evaluate_rankings,
-    footrule,
     markdown_table,
     pair_examples,
     pairwise_accuracy,
@@ -31,6 +30,7 @@ from llmblend.eval.ranking import (
     selection_cells,
     selection_quality,
 )
+from llmblend.eval.ranking_measures import footrule
 from llmblend.rank.registry import RANKERS, RankerEntry
 from llmblend.types import Candidate, Example, PreferencePair, Ranking
 

@@ -12,15 +12,8 @@ from typer.testing import CliRunner
 
 from llmblend.cli import app
 from llmblend.eval.metrics import get_metric
-from llmblend.eval.report import (
-    GPT_RANK_SCORE,
-    build_report,
-    gpt_rank_scores,
-    oracle_plots,
-    quality_vs_comparisons_plot,
-    strategy_points,
-    win_rates,
-)
+from llmblend.eval.plots import oracle_plots, quality_vs_comparisons_plot, win_rates
+from llmblend.eval.report import GPT_RANK_SCORE, build_report, gpt_rank_scores, strategy_points
 from llmblend.types import Candidate, Example, Ranking
 
 REFERENCE = "the cat sat on the mat"

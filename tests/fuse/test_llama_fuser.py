@@ -26,7 +26,7 @@ def fuser() -> LlamaCppFuser:
 def test_llama_tokenizer_gives_the_training_ids(fuser: LlamaCppFuser) -> None:
     """Training tokenizes with transformers' Gemma tokenizer (read from the same GGUF); serving
     with llama.cpp's. The fuser input must be the same ids either way."""
-    from llmblend.fuse.trained import load_tokenizer
+    from llmblend.hf_loading import load_tokenizer
 
     hf = load_tokenizer("local:gemma3-270m")
     llama = LlamaTokenizer(fuser._model())

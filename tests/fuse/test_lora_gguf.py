@@ -300,7 +300,7 @@ def test_llama_cpp_applies_the_exported_adapter_like_peft(tmp_path: Path) -> Non
         base_gguf = resolve_model("local:gemma3-270m")[0]
     except LlmblendError as exc:
         pytest.skip(f"the packaged Gemma-3-270M is not installed: {exc}")
-    from llmblend.fuse.trained import load_model
+    from llmblend.hf_loading import load_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

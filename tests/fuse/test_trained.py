@@ -15,12 +15,9 @@ from llmblend.errors import LlmblendError, MissingExtraError  # noqa: E402
 from llmblend.fuse import Fuser  # noqa: E402
 from llmblend.fuse.base import FuseItem  # noqa: E402
 from llmblend.fuse.inputs import encode_source  # noqa: E402
-from llmblend.fuse.trained import (  # noqa: E402
-    ADAPTER_SETTINGS_FILE,
-    TrainedFuser,
-    import_peft,
-    resolve_base,
-)
+from llmblend.fuse.trained import ADAPTER_SETTINGS_FILE, TrainedFuser  # noqa: E402
+from llmblend.hf_loading import import_peft  # noqa: E402
+from llmblend.hf_loading import resolve_weights as resolve_base  # noqa: E402
 
 ITEMS = [
     FuseItem("what is the capital of france?", ("paris.", "the capital of france is paris.", "lyon")),

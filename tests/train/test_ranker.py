@@ -298,6 +298,24 @@ def test_val_fraction_holds_out_whole_instructions(tmp_path: Path, tiny_bert: Pa
         _config(tmp_path, tiny_bert, val_fraction=0.2)
 
 
+def test_held_out_pairs_are_the_pairs_the_run_picks_best_on(tmp_path: Path, tiny_bert: Path) -> None:
+    from llmblend.train.ranker import held_out_pairs, pairwise_accuracy, training_pairs
+
+    config = _config(
+        tmp_path, tiny_bert, dev_file=None, val_fraction=0.25, max_dev_pairs=20, max_steps=4, eval_every=4
+    )
+    held_out = held_out_pairs(config)
+    train, dev = training_pairs(config)
+    assert dev == held_out == held_out_pairs(config)  # the same seeded draw every time
+    assert len(held_out.pairs) == 20  # sampled down to max_dev_pairs
+    assert not {p.query.source for p in held_out.pairs} & {p.query.source for p in train.pairs}
+    result = train_ranker(config)
+    best = PairRanker.from_pretrained(result.output_dir / "best")
+    assert pairwise_accuracy(best, held_out.pairs) == result.best_dev_accuracy
+    with pytest.raises(ValueError, match="val_fraction is 0"):
+        held_out_pairs(_config(tmp_path, tiny_bert, dev_file=None))
+
+
 def test_frozen_word_embeddings_keep_base_rows_and_train_markers(tmp_path: Path, tiny_bert: Path) -> None:
     config = _config(tmp_path, tiny_bert, dev_file=None, freeze_word_embeddings=True, max_steps=3)
     torch.manual_seed(config.seed)  # the trainer seeds the same way, so markers start equal

@@ -37,7 +37,8 @@ from llmblend.backends.base import (
     GenerationParams,
     as_messages,
 )
-from llmblend.errors import BackendError, BackendResponseError, MissingExtraError
+from llmblend.errors import BackendError, BackendResponseError, LlmblendError, MissingExtraError
+from llmblend.hf_loading import check_dtype, import_ml, load_lm
 from llmblend.types import Prompt, prompt_text
 
 if TYPE_CHECKING:
@@ -46,18 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-#: Accepted ``dtype`` values; "auto" is float32 on CPU and the checkpoint's own dtype elsewhere.
-DTYPES: Final = ("auto", "float32", "bfloat16", "float16")
-
-
-def _import_ml() -> tuple[Any, Any]:
-    """``(torch, transformers)``, or :class:`MissingExtraError` naming the extra to install."""
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise MissingExtraError("transformers", "ml", "the Hugging Face backend") from exc
-    return torch, transformers
+#: What needs the ML extra, in a :class:`~llmblend.errors.MissingExtraError`.
+PURPOSE: Final = "the Hugging Face backend"
 
 
 @dataclass(slots=True)
@@ -160,11 +151,13 @@ class HFBackend(Backend):
     """A causal LM run locally with transformers, answering prompts in left-padded batches.
 
     ``path`` is a model folder or a hub id (with ``gguf_file``, a GGUF file in it, dequantised by
-    transformers); ``name`` defaults to the folder name. ``dtype`` is one of :data:`DTYPES`.
-    ``threads`` sets torch's (process-wide) CPU thread count when the model loads. ``batch_size``
-    bounds the prompts of one ``generate`` call and is also :attr:`concurrency`, so callers keep
-    enough calls in flight to fill a batch. Without a chat template, prompts are framed by
-    ``completion_template`` (with ``{prompt}``) and ``completion_stop`` ends the answer.
+    transformers), a ``.gguf`` path or ``local:NAME`` (:func:`~llmblend.hf_loading.load_lm` loads
+    it); ``name`` defaults to the folder name. ``dtype`` is one of
+    :data:`~llmblend.hf_loading.DTYPES`. ``threads`` sets torch's (process-wide) CPU thread count
+    when the model loads. ``batch_size`` bounds the prompts of one ``generate`` call and is also
+    :attr:`concurrency`, so callers keep enough calls in flight to fill a batch. Without a chat
+    template, prompts are framed by ``completion_template`` (with ``{prompt}``) and
+    ``completion_stop`` ends the answer.
 
     Decoding settings other than greedy/temperature/top-p (repetition penalty, say) come from the
     model's own ``generation_config``.
@@ -183,8 +176,7 @@ class HFBackend(Backend):
         completion_template: str = COMPLETION_TEMPLATE,
         completion_stop: Sequence[str] = COMPLETION_STOP,
     ) -> None:
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        check_dtype(dtype)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if threads is not None and threads < 1:
@@ -218,33 +210,26 @@ class HFBackend(Backend):
         return self
 
     def _load(self) -> tuple[Any, Any]:
-        torch, transformers = _import_ml()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-        extra = {"gguf_file": self.gguf_file} if self.gguf_file else {}
         started = time.perf_counter()
         try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(self.path, **extra)
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                self.path, dtype=self._torch_dtype(torch), **extra
+            loaded = load_lm(
+                self.path,
+                gguf_file=self.gguf_file,
+                kind="causal",
+                dtype=self.dtype,
+                device=self.device,
+                threads=self.threads,
+                what="causal LM",
+                purpose=PURPOSE,
             )
-            model.to(self.device)
-        except ImportError:
+        except MissingExtraError:
             raise
-        except Exception as exc:  # a wrong path, an unknown architecture, no GPU: all mean "no model"
-            raise BackendError(
-                f"cannot load causal LM {self.path!r}: {type(exc).__name__}: {exc}", backend=self.name
-            ) from exc
-        model.eval()
+        except LlmblendError as exc:  # a wrong path, an unknown architecture, no GPU: all mean "no model"
+            raise BackendError(str(exc), backend=self.name) from exc
         log.info(
             "%s: loaded %s on %s in %.1fs", self.name, self.path, self.device, time.perf_counter() - started
         )
-        return tokenizer, model
-
-    def _torch_dtype(self, torch: Any) -> Any:
-        if self.dtype == "auto":
-            return torch.float32 if self.device.startswith("cpu") else "auto"
-        return getattr(torch, self.dtype)
+        return loaded.tokenizer, loaded.model
 
     @property
     def has_chat_template(self) -> bool:
@@ -352,7 +337,7 @@ class HFBackend(Backend):
 
     def _generate_chunk(self, chunk: list[_Row]) -> list[Generation]:
         """One ``model.generate`` call over a left-padded ``(len(chunk), width)`` batch."""
-        torch, _ = _import_ml()
+        torch, _ = import_ml(PURPOSE)
         started = time.perf_counter()
         params = chunk[0].params
         width = max(len(row.ids) for row in chunk)

@@ -23,17 +23,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from llmblend.blend.pipeline import RankAndFuse, RanksAndFuses
 from llmblend.data.jsonl import append_jsonl
 from llmblend.data.mixinstruct import record_from_example
 from llmblend.fuse.base import Fuser
 from llmblend.rank.base import Ranker
 from llmblend.rank.rank_file import RANKING_FIELD, pending_examples
 from llmblend.types import BlendResult, Example, Ranking
-
-if TYPE_CHECKING:
-    from llmblend.blender import Blender
 
 FUSED_FIELD = "fused"
 
@@ -129,7 +127,7 @@ def _chunks(examples: Sequence[Example], size: int) -> Iterator[Sequence[Example
 
 
 def fuse_file(
-    blender: Blender | tuple[Ranker, Fuser],
+    blender: RanksAndFuses | tuple[Ranker, Fuser],
     source: str | Path,
     out: str | Path,
     *,
@@ -140,23 +138,24 @@ def fuse_file(
 ) -> FuseFileReport:
     """Fuse the examples of ``source`` (its first ``limit``) that ``out`` lacks, appending each chunk.
 
-    ``blender`` is a :class:`~llmblend.blender.Blender` (its ranker, fuser, ``top_k``, strategy and
-    guard are used; its models are not asked) or a ``(ranker, fuser)`` pair (top-3, sparse-refine,
-    guarded when the ranker has ``compare``). ``fuser_label`` names the fuser in the output (default:
+    ``blender`` is a :class:`~llmblend.blend.pipeline.RankAndFuse` or a
+    :class:`~llmblend.blender.Blender` (its ranker, fuser, ``top_k``, strategy and guard are used;
+    its models are not asked), or a ``(ranker, fuser)`` pair (top-3, sparse-refine, guarded when the
+    ranker has ``compare``). ``fuser_label`` names the fuser in the output (default:
     the fuser's ``name``). ``on_chunk(done, total)`` is called after each chunk. Per-example failures
     are written as data (``fused.error``), not raised.
     """
-    from llmblend.blender import Blender
-
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    owned = not isinstance(blender, Blender)
-    if owned:
+    owned: RankAndFuse | None = None  # made here from a (ranker, fuser) pair, closed here
+    if callable(getattr(blender, "rank_and_fuse", None)):
+        pipeline: RanksAndFuses = blender
+    else:
         ranker, fuser = blender
-        blender = Blender([], ranker, fuser, guard=callable(getattr(ranker, "compare", None)))
-    if blender.fuser is None:
+        pipeline = owned = RankAndFuse(ranker, fuser, guard=callable(getattr(ranker, "compare", None)))
+    if pipeline.fuser is None:
         raise ValueError("fuse_file needs a fuser; this Blender has none (give it one, e.g. a PromptedFuser)")
-    label = fuser_label or getattr(blender.fuser, "name", type(blender.fuser).__name__)
+    label = fuser_label or getattr(pipeline.fuser, "name", type(pipeline.fuser).__name__)
 
     todo, already_done = pending_examples(source, out, limit)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -166,11 +165,11 @@ def fuse_file(
     try:
         for chunk in _chunks(todo, chunk_size):
             rankings = [ranking_from_record(example.extra.get(RANKING_FIELD)) for example in chunk]
-            results = blender.rank_and_fuse(chunk, rankings=rankings)
+            results = pipeline.rank_and_fuse(chunk, rankings=rankings)
             append_jsonl(
                 out,
                 (
-                    fused_record(ex, result, fuser=label, strategy=blender.strategy)
+                    fused_record(ex, result, fuser=label, strategy=pipeline.strategy)
                     for ex, result in zip(chunk, results, strict=True)
                 ),
             )
@@ -182,8 +181,8 @@ def fuse_file(
             if on_chunk:
                 on_chunk(written, len(todo))
     finally:
-        if owned:
-            blender.close(close_backends=False)
+        if owned is not None:
+            owned.close(close_backends=False)
     return FuseFileReport(
         fused=written,
         already_done=already_done,

@@ -21,8 +21,9 @@ same ``llmblend`` section, naming the base model: a folder, a hub id or ``local:
 file), so ``TrainedFuser.from_pretrained(adapter_folder)`` finds and loads its base by itself. A plain
 peft adapter folder without ``llmblend.json`` also loads (its ``base_model_name_or_path``).
 
-torch, transformers and peft are imported on use; :class:`~llmblend.errors.MissingExtraError` names
-the extra to install when one is missing.
+Models, adapters and tokenizers load through :func:`llmblend.hf_loading.load_lm` (threads, dtype,
+device, GGUF, adapter); torch, transformers and peft are imported on use, and
+:class:`~llmblend.errors.MissingExtraError` names the extra to install when one is missing.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from llmblend.errors import LlmblendError, MissingExtraError
+from llmblend.errors import LlmblendError
 from llmblend.folders import replace_folder
 from llmblend.fuse.base import Fused, FuseItem
 from llmblend.fuse.inputs import MODEL_KINDS, ModelKind, encode_source
+from llmblend.hf_loading import import_ml, is_peft_model, load_lm
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,10 @@ FORMAT_VERSION: Final = 1
 FUSER_TYPE: Final = "trained-fuser"
 #: The official LLM-Blender GenFuser (Flan-T5-XL, 3B parameters).
 OFFICIAL_GEN_FUSER: Final = "llm-blender/gen_fuser_3b"
-#: Accepted ``dtype`` values; "auto" is float32 on CPU and the checkpoint's own dtype elsewhere.
-DTYPES: Final = ("auto", "float32", "bfloat16", "float16")
+#: What needs the ML extra, in a :class:`~llmblend.errors.MissingExtraError`.
+PURPOSE: Final = "a trained fuser"
+#: How a model that does not load is named in the error.
+WHAT: Final = "the fuser model"
 #: Budgets used when neither the caller nor a saved folder gives one (LLM-Blender's GenFuser: 128
 #: tokens per candidate, 1024 source tokens, 256 new tokens; top-3).
 DEFAULT_BUDGETS: Final = {
@@ -66,48 +70,7 @@ DEFAULT_BUDGETS: Final = {
 }
 
 
-def import_ml(purpose: str) -> tuple[Any, Any]:
-    """``(torch, transformers)``, or :class:`MissingExtraError` naming the extra to install."""
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise MissingExtraError(exc.name or "transformers", "ml", purpose) from exc
-    return torch, transformers
-
-
-def import_peft(purpose: str) -> Any:
-    try:
-        import peft
-    except ImportError as exc:
-        raise MissingExtraError("peft", "ml", purpose) from exc
-    return peft
-
-
-# ---------------------------------------------------------------- where the weights are
-
-
-def resolve_base(spec: str, gguf_file: str | None = None) -> tuple[str, str | None]:
-    """``(folder or hub id, GGUF file name or None)`` as transformers loads them.
-
-    ``local:NAME`` is a GGUF model packaged for llama.cpp (``local:gemma3-270m``): its folder and
-    file. A path to a ``.gguf`` file is split the same way. Anything else is returned as given.
-    """
-    if spec.startswith("local:"):
-        from llmblend.backends.llama_cpp import resolve_model
-
-        path, _ = resolve_model(spec)
-        if gguf_file and gguf_file != path.name:
-            raise LlmblendError(
-                f"{spec} is the GGUF file {path.name}; gguf_file={gguf_file!r} contradicts it"
-            )
-        return str(path.parent), path.name
-    path = Path(spec).expanduser()
-    if path.is_file() and path.suffix == ".gguf":
-        if gguf_file and gguf_file != path.name:
-            raise LlmblendError(f"{spec} is a GGUF file; gguf_file={gguf_file!r} contradicts it")
-        return str(path.parent), path.name
-    return spec, gguf_file
+# ---------------------------------------------------------------- saved fuser folders
 
 
 def portable_spec(spec: str) -> str:
@@ -149,72 +112,6 @@ def _adapter_base(folder: Path, section: dict[str, Any]) -> str:
             "adapter as adapter="
         )
     return str(base)
-
-
-def torch_dtype(dtype: str, device: str, torch: Any) -> Any:
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype == "auto":
-        return torch.float32 if str(device).startswith("cpu") else "auto"
-    return getattr(torch, dtype)
-
-
-def load_model(
-    spec: str, gguf_file: str | None = None, *, dtype: str = "auto", device: str = "cpu"
-) -> tuple[Any, ModelKind]:
-    """``(model, kind)``: a seq2seq LM when the config says ``is_encoder_decoder``, else a causal LM.
-
-    ``spec`` is a folder, a hub id, a ``.gguf`` path or ``local:NAME`` (:func:`resolve_base`). A
-    GGUF file is dequantised by transformers (it needs the ``gguf`` package).
-    """
-    torch, transformers = import_ml("a trained fuser")
-    weights_dtype = torch_dtype(dtype, device, torch)
-    path, gguf = resolve_base(spec, gguf_file)
-    extra = {"gguf_file": gguf} if gguf else {}
-    if gguf:
-        try:
-            import gguf as _gguf  # noqa: F401
-        except ImportError as exc:
-            raise MissingExtraError("gguf", "ml", "loading a GGUF model with transformers") from exc
-    started = time.perf_counter()
-    try:
-        config = transformers.AutoConfig.from_pretrained(path, **extra)
-        kind: ModelKind = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
-        auto = transformers.AutoModelForSeq2SeqLM if kind == "seq2seq" else transformers.AutoModelForCausalLM
-        model = auto.from_pretrained(path, config=config, dtype=weights_dtype, **extra)
-    except (ImportError, LlmblendError):
-        raise
-    except Exception as exc:  # a wrong path, an unknown architecture, no network: all mean "no model"
-        raise LlmblendError(
-            f"cannot load the fuser model {spec!r}{f' (GGUF {gguf})' if gguf else ''}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    model.to(device)
-    log.info("loaded %s fuser model %s in %.1fs", kind, spec, time.perf_counter() - started)
-    return model, kind
-
-
-def load_tokenizer(spec: str, gguf_file: str | None = None) -> Any:
-    """The tokenizer of a folder / hub id / GGUF model (:func:`resolve_base`)."""
-    _, transformers = import_ml("a trained fuser")
-    path, gguf = resolve_base(spec, gguf_file)
-    extra = {"gguf_file": gguf} if gguf else {}
-    try:
-        return transformers.AutoTokenizer.from_pretrained(path, **extra)
-    except Exception as exc:
-        raise LlmblendError(f"cannot load the tokenizer of {spec!r}: {type(exc).__name__}: {exc}") from exc
-
-
-def _has_tokenizer(folder: Path) -> bool:
-    return (folder / "tokenizer_config.json").is_file()
-
-
-def is_peft_model(model: Any) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:
-        return False
-    return isinstance(model, PeftModel)
 
 
 # ---------------------------------------------------------------- the fuser
@@ -304,9 +201,7 @@ class TrainedFuser:
         Budgets left as None come from the folder's saved ``llmblend`` section, else
         :data:`DEFAULT_BUDGETS`. ``threads`` sets torch's CPU threads.
         """
-        torch, _ = import_ml("a trained fuser")
-        if threads is not None:
-            torch.set_num_threads(threads)
+        import_ml(PURPOSE)
         spec = str(path_or_hub_id)
         local = Path(spec).expanduser()
         section: dict[str, Any] = {}
@@ -324,22 +219,16 @@ class TrainedFuser:
             section = read_fuser_settings(local)
         if adapter is not None and Path(adapter).expanduser().is_dir():
             section = {**section, **read_fuser_settings(Path(adapter).expanduser())}
-        model, kind = load_model(spec, base_gguf, dtype=dtype, device=device)
-        if adapter is not None:
-            peft = import_peft("loading a LoRA adapter")
-            try:
-                model = peft.PeftModel.from_pretrained(model, str(adapter))
-            except Exception as exc:
-                raise LlmblendError(
-                    f"cannot load the adapter {adapter} on {spec}: {type(exc).__name__}: {exc}"
-                ) from exc
-            model.to(device)
-        adapter_dir = Path(adapter).expanduser() if adapter is not None else None
-        if adapter_dir is not None and _has_tokenizer(adapter_dir):
-            tokenizer = load_tokenizer(str(adapter_dir))
-        else:
-            tokenizer = load_tokenizer(spec, base_gguf)
-        model.eval()
+        loaded = load_lm(
+            spec,
+            gguf_file=base_gguf,
+            dtype=dtype,
+            device=device,
+            threads=threads,
+            adapter=adapter,
+            what=WHAT,
+            purpose=PURPOSE,
+        )
         given = {
             "max_candidate_tokens": max_candidate_tokens,
             "max_source_tokens": max_source_tokens,
@@ -353,9 +242,9 @@ class TrainedFuser:
         }
         default_name = section.get("name") or f"trained-fuser:{Path(str(adapter or spec)).name}"
         return cls(
-            model,
-            tokenizer,
-            kind=kind,
+            loaded.model,
+            loaded.tokenizer,
+            kind=loaded.kind,
             base_model=portable_spec(spec),
             gguf_file=base_gguf,
             name=name or default_name,

@@ -6,8 +6,9 @@ vocabulary's word embeddings — half of all-MiniLM-L6-v2's 22.7M parameters. A 
 config.json and the tokenizer as usual, names the base under ``llmblend.base_model``, and stores in
 ``model.safetensors`` every tensor that differs from the base (fp16), with the word-embedding matrix
 reduced to its added rows (``….weight.added_rows``). :func:`expand_state` rebuilds the full fp32
-state from the base, so loaders read compact and full folders alike. fp16 storage changes scores by
-about 1e-3 (measured in ``bench/bench_ranker_runtimes.py``); computation stays fp32.
+state from the base, and :func:`load_weights` reads compact and full folders alike (the rankers
+load their weights with it). fp16 storage changes scores by about 1e-3 (measured in
+``bench/bench_ranker_runtimes.py``); computation stays fp32.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmblend.errors import LlmblendError
+from llmblend.rank import hf
+from llmblend.rank.base import CONFIG_KEY
 
 if TYPE_CHECKING:
     import torch
@@ -25,11 +28,21 @@ ADDED_ROWS = ".added_rows"
 STORAGE_DTYPE = "float16"
 
 
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The full weights of a model folder (:func:`~llmblend.rank.hf.read_state_dict`); a compact
+    folder's delta (``model.safetensors`` with ``llmblend.base_model`` in config.json) is expanded
+    over its base model (:func:`expand_state`)."""
+    state = hf.read_state_dict(folder)
+    if (folder / hf.WEIGHTS_FILE).is_file():
+        base_model = hf.read_config(folder).get(CONFIG_KEY, {}).get("base_model")
+        if base_model:
+            return expand_state(state, base_model)
+    return state
+
+
 def base_encoder_state(base_model: str) -> dict[str, torch.Tensor]:
     """The base encoder's weights, keyed as inside a ranker module (``pretrained_model.…``)."""
-    from llmblend.rank import hf
-
-    state = hf.load_state_dict(hf.resolve_model_dir(base_model))
+    state = load_weights(hf.resolve_model_dir(base_model))
     return {ENCODER_PREFIX + key: value for key, value in state.items()}
 
 
@@ -88,8 +101,6 @@ def expand_state(compact: dict[str, torch.Tensor], base_model: str) -> dict[str,
 
 def save_compact(ranker, path: str | Path, *, base_model: str) -> Path:
     """Write ``ranker`` as a compact folder over ``base_model`` (a hub id or folder users also have)."""
-    from llmblend.rank import hf
-
     path = Path(path)
     settings = {**ranker.settings(), "base_model": base_model, "weights_dtype": STORAGE_DTYPE}
     hf.save_model_folder(

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from llmblend.errors import MissingExtraError
+from llmblend.hf_loading import pick_device
 from llmblend.rank.encoding import embed_mean_pooled, encode_texts, load_encoder, to_device
-from llmblend.rank.hf import chunks, inference, load_tokenizer, pick_device, require_torch, resolve_model_dir
+from llmblend.rank.hf import chunks, inference, load_tokenizer, require_torch, resolve_model_dir
 
 if TYPE_CHECKING:
     import torch

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from llmblend.hf_loading import pick_device
 from llmblend.rank.base import CONFIG_KEY, PairQuery
+from llmblend.rank.compact import load_weights
 from llmblend.rank.encoding import fit_lengths, load_encoder, require_fast_tokenizer, to_device
 from llmblend.rank.hf import (
     chunks,
     inference,
     load_into,
-    load_state_dict,
     load_tokenizer,
-    pick_device,
     read_settings,
     require_torch,
     resolve_model_dir,
@@ -113,7 +113,7 @@ class EncoderRanker:
         module = cls._build_module(
             load_encoder(folder, config=AutoConfig.from_pretrained(str(folder))), settings
         )
-        load_into(module, load_state_dict(folder), where=str(folder))
+        load_into(module, load_weights(folder), where=str(folder))
         log.info("loaded %s ranker from %s", cls.architecture, folder)
         return cls(
             module, load_tokenizer(folder), settings, device=pick_device(device), batch_size=batch_size

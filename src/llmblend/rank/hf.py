@@ -111,22 +111,18 @@ def load_tokenizer(folder: Path):
     return AutoTokenizer.from_pretrained(str(folder))
 
 
-def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    """The weights of a folder: ``model.safetensors``, else ``pytorch_model.bin``; a compact folder's
-    delta is expanded over its base model (:mod:`llmblend.rank.compact`)."""
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """The weights stored in a folder, as stored: ``model.safetensors``, else ``pytorch_model.bin``.
+
+    A compact folder stores only a delta over its base model; :func:`llmblend.rank.compact.load_weights`
+    reads full and compact folders alike."""
     import torch
 
     safetensors_path = folder / WEIGHTS_FILE
     if safetensors_path.is_file():
         from safetensors.torch import load_file
 
-        state = load_file(str(safetensors_path))
-        base_model = read_config(folder).get(CONFIG_KEY, {}).get("base_model")
-        if base_model:
-            from llmblend.rank.compact import expand_state
-
-            return expand_state(state, base_model)
-        return state
+        return load_file(str(safetensors_path))
     bin_path = folder / "pytorch_model.bin"
     if bin_path.is_file():
         return torch.load(bin_path, map_location="cpu", weights_only=True)
@@ -185,15 +181,6 @@ def save_model_folder(
         replace_folder(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def pick_device(device: str | None) -> torch.device:
-    """``device`` as given, else CUDA when available, else CPU."""
-    import torch
-
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from llmblend.errors import LlmblendError, MissingExtraError
+from llmblend.hf_loading import pick_device
 from llmblend.rank.encoding import PairFeatures, encode_pair_features, fit_lengths, pad_features, to_device
-from llmblend.rank.hf import chunks, inference, load_tokenizer, pick_device, require_torch, resolve_model_dir
+from llmblend.rank.hf import chunks, inference, load_tokenizer, require_torch, resolve_model_dir
 from llmblend.rank.scoring import RankerOptionError, check_rank_options, rank_by_scores, split_sizes
 from llmblend.types import Example, Ranking
 

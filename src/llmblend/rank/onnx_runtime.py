@@ -2,7 +2,8 @@
 
 :func:`onnx_module` turns a :class:`~llmblend.rank.pairranker.PairRanker`'s module into an
 :class:`OnnxPairModule`, a numpy callable with the same inputs and outputs as
-``PairRankerModule.forward``. Variants:
+``PairRankerModule.forward``. It reads only what :class:`ExportableRanker` names, so this module
+does not depend on :mod:`llmblend.rank.pairranker` (which uses it for its ONNX runtimes). Variants:
 
 * ``"onnx"``: fp32, the graph fused by ONNX Runtime's transformer optimizer (Attention,
   SkipLayerNormalization, BiasGelu, EmbedLayerNormalization for BERT-like encoders);
@@ -32,16 +33,15 @@ import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from llmblend.errors import LlmblendError, MissingExtraError
-
-if TYPE_CHECKING:
-    from llmblend.rank.pairranker import PairRanker
+from llmblend.rank.base import PairQuery
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,18 @@ FUSED_OP_TYPES = (
 )
 _INPUTS = ("input_ids", "attention_mask")
 _OUTPUTS = ("left", "right")
+
+
+class ExportableRanker(Protocol):
+    """What the export reads of a ranker (:class:`~llmblend.rank.pairranker.PairRanker` has it all):
+    its torch ``module`` (``PairRankerModule``: ``forward(input_ids, attention_mask[, lengths]) ->
+    (left, right)``, the encoder as ``module.pretrained_model``), its settings dataclass ``config``
+    (with ``length_feature``), and ``encode_pairs`` (padded CPU tensors for ``module``)."""
+
+    module: Any
+    config: Any
+
+    def encode_pairs(self, queries: Sequence[PairQuery]) -> dict[str, Any]: ...
 
 
 def _require(purpose: str, *packages: str) -> None:
@@ -157,7 +169,7 @@ def _encoder_config(encoder: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if not k.startswith("_") and k not in ("transformers_version",)}
 
 
-def cache_key(ranker: PairRanker, variant: str) -> str:
+def cache_key(ranker: ExportableRanker, variant: str) -> str:
     """Hex digest of the weights, settings, encoder config, variant and library versions."""
     import onnxruntime
     import torch
@@ -196,16 +208,14 @@ def _use_eager_attention(encoder: Any) -> None:
     encoder.config._attn_implementation = "eager"
 
 
-def _dummy_batch(ranker: PairRanker) -> dict[str, Any]:
+def _dummy_batch(ranker: ExportableRanker) -> dict[str, Any]:
     """Two tokenised pairs of different lengths: inputs for tracing (all axes are dynamic)."""
-    from llmblend.rank.base import PairQuery
-
     return ranker.encode_pairs(
         [PairQuery("which city is it", "paris", "it is rome, i think"), PairQuery("name one", "two", "three")]
     )
 
 
-def _export(ranker: PairRanker, path: Path) -> None:
+def _export(ranker: ExportableRanker, path: Path) -> None:
     """Trace an eager-attention copy of ``ranker.module`` to an fp32 ONNX graph at ``path``."""
     import torch
 
@@ -354,7 +364,7 @@ def _quantize(source: Path, target: Path) -> None:
         untied.unlink(missing_ok=True)
 
 
-def _build(ranker: PairRanker, variant: str, folder: Path) -> dict[str, int]:
+def _build(ranker: ExportableRanker, variant: str, folder: Path) -> dict[str, int]:
     """Export, fuse and (for int8) quantize into ``folder``/model.onnx, atomically."""
     _require("the ONNX export of PairRanker", "torch", "onnx", "onnxruntime")
     fp32_bytes = 4 * sum(p.numel() for p in ranker.module.parameters())
@@ -409,7 +419,7 @@ def _read_ops(folder: Path) -> dict[str, int]:
 
 
 def onnx_module(
-    ranker: PairRanker,
+    ranker: ExportableRanker,
     variant: str = "onnx-int8",
     *,
     cache_dir: str | Path | None = None,

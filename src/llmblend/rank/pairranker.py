@@ -29,9 +29,12 @@ from typing import Any
 import numpy as np
 
 from llmblend.errors import LlmblendError
+from llmblend.hf_loading import pick_device
 from llmblend.rank import hf
 from llmblend.rank.base import CONFIG_KEY, PairQuery, RankItem, rank_items
+from llmblend.rank.compact import load_weights
 from llmblend.rank.encoding import load_encoder, to_device
+from llmblend.rank.onnx_runtime import onnx_module
 from llmblend.types import Example, Ranking
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,11 @@ RUNTIMES = ("fp32", "bf16", "onnx", "onnx-int8")
 #: default: the fastest that loses at most 0.5 point of dev pairwise accuracy (bench_ranker_runtimes.py).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "pairranker-minilm"
 DEFAULT_RUNTIME = "onnx-int8"
+#: Runtimes whose result for a pair depends on its batch-mates: dynamic int8 quantization computes
+#: one activation scale per tensor, i.e. over the whole batch (the same pair alone and in a batch of
+#: three differed by up to 0.47 in logit). They score one pair per forward, so a pair's score never
+#: depends on which batch, chunk, resume or worker it lands in.
+PER_PAIR_RUNTIMES = frozenset({"onnx-int8"})
 #: φ(n) = log(1 + n) / LENGTH_SCALE keeps the length feature of answers up to ~1,000 tokens in [0, 1].
 LENGTH_SCALE = 7.0
 
@@ -189,7 +197,7 @@ class PairRanker:
         self.module = module
         self.tokenizer = tokenizer
         self.config = settings
-        self.device = hf.pick_device(device)
+        self.device = pick_device(device)
         self.module.to(self.device)
         self.module.eval()
         self.batch_size = batch_size
@@ -237,7 +245,7 @@ class PairRanker:
         settings = cls._settings_from_config(folder, config_dict)
         encoder = load_encoder(folder, config=AutoConfig.from_pretrained(str(folder)))
         module = cls._build_module(encoder, settings)
-        state = hf.load_state_dict(folder)
+        state = load_weights(folder)
         hf.load_into(module.pretrained_model, hf.split_state_dict(state, "pretrained_model"), str(folder))
         hf.load_into(module.head_layer, hf.split_state_dict(state, "head_layer"), str(folder))
         if module.length_layer is not None:
@@ -395,14 +403,16 @@ class PairRanker:
     def pair_logits(self, queries: Sequence[PairQuery], *, tasks: bool = False) -> np.ndarray:
         """Raw single-order logits f(first, second): float64 [Q], or [Q, n_tasks] with ``tasks``.
 
-        One forward per batch of ``batch_size`` pairs; pairs are sorted by length first so a batch
-        holds similar lengths and little padding.
+        One forward per batch of ``batch_size`` pairs (one pair per forward for the runtimes in
+        :data:`PER_PAIR_RUNTIMES`); pairs are sorted by length first so a batch holds similar
+        lengths and little padding. A pair's logit does not depend on the other queries.
         """
         ids, lengths = self._pair_ids(queries), self._pair_lengths(queries)
         out = np.zeros((len(ids), self.config.n_tasks), dtype=np.float64)
         by_length = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        batch_size = 1 if self.runtime in PER_PAIR_RUNTIMES else self.batch_size
         with self._inference():
-            for chunk in hf.chunks(by_length, self.batch_size):
+            for chunk in hf.chunks(by_length, batch_size):
                 rows = list(chunk)
                 out[rows] = self._forward(
                     self._pad([ids[i] for i in rows], None if lengths is None else lengths[rows])
@@ -418,8 +428,6 @@ class PairRanker:
         """``left − right`` of one padded batch with the chosen runtime: [B, n_tasks]."""
         if self.runtime.startswith("onnx"):
             if self._onnx is None:
-                from llmblend.rank.onnx_runtime import onnx_module
-
                 self._onnx = onnx_module(self, self.runtime)
             left, right = self._onnx(**{key: value.numpy() for key, value in batch.items()})
             return left - right

@@ -7,6 +7,9 @@ nothing is lost. Each output record is the input record plus a ``ranking`` field
 
     "ranking": {"ranker": "...", "strategy": "...", "order": [best index, ...],
                 "scores": [one per candidate], "n_forward": 66, "error": null}
+
+A pool-aware ranking (``--pool``) adds ``"terms"``: each term's share of the log-odds that the pick
+beats the pool's favourite (or the runner-up), i.e. which terms decided.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ def ranking_record(example: Example, ranking: Ranking, *, ranker: str, strategy:
         "n_forward": ranking.n_forward,
         "error": ranking.error,
     }
+    if ranking.terms is not None:
+        record[RANKING_FIELD]["terms"] = ranking.terms
     return record
 
 

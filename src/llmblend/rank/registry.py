@@ -50,6 +50,12 @@ RANKERS: dict[str, RankerEntry] = {
         "model folder or hub id (e.g. llm-blender/PairRM-hf)",
         argument_required=True,
     ),
+    "pool": RankerEntry(
+        "llmblend.rank.pool_ranker:PoolRanker.from_file",
+        "pool-aware: model strengths, the shipped PairRanker and length in one calibrated model",
+        "pool file (llmblend train pool)",
+        argument_required=True,
+    ),
     "pointwise": RankerEntry(
         "llmblend.rank.pointwise:PointwiseRanker.from_pretrained",
         "pointwise cross-encoder (SummaReranker-style), one score per candidate",

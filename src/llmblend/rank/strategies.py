@@ -55,12 +55,13 @@ LEADERS = 2
 SHORTLIST = 3
 
 #: One item's plan: yields the ordered pairs for the next round, finally returns the ranking.
-_Plan = Generator[list[tuple[int, int]], None, Ranking]
+Plan = Generator[list[tuple[int, int]], None, Ranking]
+_Plan = Plan
 
 
 @dataclass(slots=True)
-class _Match:
-    """One item being ranked: its comparison matrix (NaN = not scored) and forwards spent."""
+class Match:
+    """One item being ranked: its raw comparison matrix (NaN = not scored) and forwards spent."""
 
     item: RankItem
     matrix: np.ndarray
@@ -83,18 +84,27 @@ def run_strategy(
     planner = _planner(name)
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
+    rankings = run_plans(items, score_pairs, lambda _, match: planner(match, top_k))
+    logger.debug("strategy %s ranked %d items", name, len(items))
+    return rankings
+
+
+def run_plans(
+    items: Sequence[RankItem], score_pairs: PairScorer, plan_for: Callable[[int, Match], Plan]
+) -> list[Ranking]:
+    """Play ``plan_for(k, match)`` for every item ``k`` with 2+ candidates, all items' pairs of a
+    round in one scorer call; items with 0 or 1 candidates get their trivial ranking."""
     rankings: list[Ranking | None] = [trivial_ranking(len(item.candidates)) for item in items]
     pending = [k for k, ranking in enumerate(rankings) if ranking is None]
-    matches = {k: _Match(items[k], np.full((len(items[k].candidates),) * 2, np.nan)) for k in pending}
-    plans = {k: planner(match, top_k) for k, match in matches.items()}
+    matches = {k: Match(items[k], np.full((len(items[k].candidates),) * 2, np.nan)) for k in pending}
+    plans = {k: plan_for(k, match) for k, match in matches.items()}
     for k, ranking in _play(matches, plans, score_pairs).items():
         rankings[k] = ranking
-    logger.debug("strategy %s ranked %d items (%d needed the scorer)", name, len(items), len(pending))
     return [r for r in rankings if r is not None]
 
 
-def _planner(name: str) -> Callable[[_Match, int | None], _Plan]:
-    planners: dict[str, Callable[[_Match, int | None], _Plan]] = {
+def _planner(name: str) -> Callable[[Match, int | None], _Plan]:
+    planners: dict[str, Callable[[Match, int | None], _Plan]] = {
         "full": lambda m, _: _full(m, max_logits),
         "max-logits": lambda m, _: _full(m, max_logits),
         "max-wins": lambda m, _: _full(m, max_wins),
@@ -107,7 +117,7 @@ def _planner(name: str) -> Callable[[_Match, int | None], _Plan]:
     return planners[name]
 
 
-def _play(matches: dict[int, _Match], plans: dict[int, _Plan], score_pairs: PairScorer) -> dict[int, Ranking]:
+def _play(matches: dict[int, Match], plans: dict[int, _Plan], score_pairs: PairScorer) -> dict[int, Ranking]:
     """Run the plans round by round: one scorer call per round for all items together."""
     results: dict[int, Ranking] = {}
     wanted = {k: _advance(plan, k, results) for k, plan in plans.items()}
@@ -163,7 +173,7 @@ def _both_orders(pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
 # ---- full matrix: MaxLogits / MaxWins (§3.2) ----
 
 
-def _full(match: _Match, aggregator: Callable[[np.ndarray], np.ndarray]) -> _Plan:
+def _full(match: Match, aggregator: Callable[[np.ndarray], np.ndarray]) -> _Plan:
     """All N(N−1) ordered pairs in one round, then an aggregator over the full matrix."""
     n = match.n
     yield [(i, j) for i in range(n) for j in range(n) if i != j]
@@ -173,7 +183,7 @@ def _full(match: _Match, aggregator: Callable[[np.ndarray], np.ndarray]) -> _Pla
 # ---- bubble: one pass, the running winner moves on (§3.2) ----
 
 
-def _bubble(match: _Match) -> _Plan:
+def _bubble(match: Match) -> _Plan:
     """Candidate 0 meets 1, the winner meets 2, … : N−1 comparisons in both orders, N−1 rounds.
 
     ``order[0]`` is the final winner. The other scores are least-squares scores on the comparisons
@@ -185,10 +195,10 @@ def _bubble(match: _Match) -> _Plan:
         yield _both_orders([(champion, challenger)])
         margin = debias(match.matrix)[champion, challenger]
         champion = pair_winner(margin, champion, challenger)
-    return _winner_first(least_squares(match.matrix), champion, match.n_forward)
+    return winner_first(least_squares(match.matrix), champion, match.n_forward)
 
 
-def _winner_first(scores: np.ndarray, winner: int, n_forward: int) -> Ranking:
+def winner_first(scores: np.ndarray, winner: int, n_forward: int) -> Ranking:
     """A ranking by ``scores`` with ``winner`` lifted to the top (ties would otherwise unseat it)."""
     scores = scores.copy()
     others = np.delete(scores, winner)
@@ -200,7 +210,7 @@ def _winner_first(scores: np.ndarray, winner: int, n_forward: int) -> Ranking:
 # ---- knockout: single elimination (§3.2 asks for cheaper strategies) ----
 
 
-def _knockout(match: _Match) -> _Plan:
+def _knockout(match: Match) -> _Plan:
     """Single elimination: 0–1, 2–3, …, the odd one out gets a bye; N−1 matches in ⌈log2 N⌉ rounds.
 
     ``order[0]`` is the champion; the others are ordered by least-squares scores on the matches
@@ -215,13 +225,13 @@ def _knockout(match: _Match) -> _Plan:
         margins = debias(match.matrix)
         bye = [bracket[-1]] if len(bracket) % 2 else []
         bracket = [pair_winner(margins[i, j], i, j) for i, j in games] + bye
-    return _winner_first(least_squares(match.matrix), bracket[0], match.n_forward)
+    return winner_first(least_squares(match.matrix), bracket[0], match.n_forward)
 
 
 # ---- sparse-refine: a sparse round robin, then the leaders play everyone ----
 
 
-def _sparse_refine(match: _Match, top_k: int | None) -> _Plan:
+def _sparse_refine(match: Match, top_k: int | None) -> _Plan:
     """Round 1: every candidate meets its :data:`SPARSE_DEGREE` neighbours on a circulant graph.
     Round 2: the :data:`LEADERS` best by least squares meet every candidate they have not met, and
     the top ``m = max(top_k, 3)`` play a full round robin. Final scores: least squares over all

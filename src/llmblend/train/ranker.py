@@ -185,6 +185,73 @@ def split_by_instruction(pairs: PairSet, fraction: float, seed: int) -> tuple[Pa
     return PairSet(train, pairs.task_names), PairSet(val, pairs.task_names)
 
 
+def training_pairs(config: RankerTrainConfig) -> tuple[PairSet, PairSet | None]:
+    """``(train, dev)`` pairs of a run, drawn exactly as ``llmblend train ranker`` draws them.
+
+    With ``val_fraction``, dev is :func:`held_out_pairs`; with ``dev_file``, that file's pairs (at
+    most ``max_dev_pairs``); else None. Reads the data files only (no model, no torch).
+    """
+    c = config
+    train = _train_file_pairs(c)
+    if c.val_fraction:
+        return _hold_out(train, c)
+    if not c.dev_file:
+        return train, None
+    dev = load_pairs(
+        c.dev_file,
+        metrics=train.task_names if train.task_names != ("preference",) else None,
+        pairs_per_example=c.pairs_per_example,
+        seed=c.seed + 1,
+        limit=c.max_dev_pairs,
+    )
+    return train, dev
+
+
+def held_out_pairs(config: RankerTrainConfig) -> PairSet:
+    """The pairs of the training instructions that ``config.val_fraction`` holds out, as the run
+    scores them to pick ``best/``: a seeded sample of at most ``max_dev_pairs`` of their pairs.
+    ValueError when the config holds nothing out (``val_fraction`` 0)."""
+    if not config.val_fraction:
+        raise ValueError(
+            f"the config holds no training instructions out (val_fraction is {config.val_fraction}); "
+            "set val_fraction to hold some out"
+        )
+    return _hold_out(_train_file_pairs(config), config)[1]
+
+
+def held_out_sources(config: RankerTrainConfig) -> set[str]:
+    """Every training instruction (source text) that ``config.val_fraction`` holds out: the run
+    never trains on any of them (all of them, not only the sampled pairs it scores). ValueError when
+    the config holds nothing out."""
+    if not config.val_fraction:
+        raise ValueError(
+            f"the config holds no training instructions out (val_fraction is {config.val_fraction}); "
+            "set val_fraction to hold some out"
+        )
+    _, held_out = split_by_instruction(_train_file_pairs(config), config.val_fraction, config.seed)
+    return {p.query.source for p in held_out.pairs}
+
+
+def _train_file_pairs(c: RankerTrainConfig) -> PairSet:
+    return load_pairs(
+        c.train_file,
+        metrics=c.metrics or None,
+        pairs_per_example=c.pairs_per_example,
+        seed=c.seed,
+        limit=c.max_train_pairs,
+    )
+
+
+def _hold_out(pairs: PairSet, c: RankerTrainConfig) -> tuple[PairSet, PairSet]:
+    """(train, held-out) by :func:`split_by_instruction`, the held-out pairs sampled down to
+    ``max_dev_pairs``."""
+    train, held_out = split_by_instruction(pairs, c.val_fraction, c.seed)
+    if len(held_out.pairs) > c.max_dev_pairs:
+        sample = random.Random(c.seed + 1).sample(held_out.pairs, c.max_dev_pairs)
+        held_out = PairSet(sample, held_out.task_names)
+    return train, held_out
+
+
 def epoch_order(n_pairs: int, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
     """The pair order of an epoch and which pairs are swapped: a pure function of seed and epoch."""
     rng = np.random.default_rng([seed, epoch])
@@ -282,31 +349,6 @@ class RankerTrainer:
 
     # ---- set-up --------------------------------------------------------------------------------
 
-    def _load_data(self) -> tuple[PairSet, PairSet | None]:
-        c = self.config
-        train = load_pairs(
-            c.train_file,
-            metrics=c.metrics or None,
-            pairs_per_example=c.pairs_per_example,
-            seed=c.seed,
-            limit=c.max_train_pairs,
-        )
-        dev = None
-        if c.val_fraction:
-            train, dev = split_by_instruction(train, c.val_fraction, c.seed)
-            if len(dev.pairs) > c.max_dev_pairs:
-                dev = PairSet(random.Random(c.seed + 1).sample(dev.pairs, c.max_dev_pairs), dev.task_names)
-        elif c.dev_file:
-            dev = load_pairs(
-                c.dev_file,
-                metrics=train.task_names if train.task_names != ("preference",) else None,
-                pairs_per_example=c.pairs_per_example,
-                seed=c.seed + 1,
-                limit=c.max_dev_pairs,
-            )
-        log.info("training on %d pairs, tasks %s", len(train.pairs), list(train.task_names))
-        return train, dev
-
     def _check_resumable(self) -> None:
         saved = self.out / "config.yaml"
         if not saved.is_file():
@@ -330,7 +372,8 @@ class RankerTrainer:
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_resumable()
-        train, dev = self._load_data()
+        train, dev = training_pairs(c)
+        log.info("training on %d pairs, tasks %s", len(train.pairs), list(train.task_names))
         torch.manual_seed(c.seed)
         random.seed(c.seed)
         ranker = build_ranker(c, train.task_names)

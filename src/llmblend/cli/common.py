@@ -1,0 +1,181 @@
+"""What every command module shares: the root app, consoles, errors, progress bars, shared options.
+
+A command module registers its commands on ``app`` (a group: an :class:`~llmblend.cli.helptext.App`
+added to ``app``) when imported. Heavy libraries (torch, transformers, onnxruntime, llama.cpp) are
+imported inside command bodies, so that ``llmblend --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.progress import track as rich_track
+
+from llmblend.cli.helptext import App, listing
+from llmblend.errors import LlmblendError
+
+if TYPE_CHECKING:
+    from llmblend.rank.base import Ranker
+    from llmblend.rank.pairranker import PairRanker
+
+T = TypeVar("T")
+
+app = App(
+    help="llmblend: rank and fuse the answers of several LLMs (LLM-Blender and beyond).",
+    pretty_exceptions_enable=False,
+)
+
+# ---------------------------------------------------------------- consoles, logging, errors
+
+
+def _console(stderr: bool = False) -> Console:
+    """A console that, when piped or redirected, is wide enough for our tables (rich assumes 80)."""
+    probe = Console(stderr=stderr)
+    width = None if probe.is_terminal or os.environ.get("COLUMNS") else 160
+    return Console(stderr=stderr, width=width, soft_wrap=True)
+
+
+console = _console()
+err_console = _console(stderr=True)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more detail.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn llmblend's own errors (and bad values) into a red message and exit code 2."""
+    try:
+        yield
+    except (LlmblendError, ValueError, FileNotFoundError) as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+# ---------------------------------------------------------------- progress on stderr
+
+
+def track(items: Iterable[T], description: str, total: int) -> Iterable[T]:
+    """ITEMS, with a transient progress bar on stderr."""
+    return rich_track(items, description=description, total=total, console=err_console, transient=True)
+
+
+@contextmanager
+def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A factory of progress bars on stderr: ``start(description, total)`` → ``advance(n)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bars:
+
+        def start(description: str, total: int) -> Callable[[int], None]:
+            task = bars.add_task(escape(description), total=total)
+            return lambda n: bars.advance(task, n)
+
+        yield start
+
+
+@contextmanager
+def training_progress(total_hint: str) -> Iterator[Callable[[int, int, dict[str, float]], None]]:
+    """A progress bar showing loss, train accuracy and the last dev accuracy."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn(f"{escape(total_hint)}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console) as bars:
+        task = bars.add_task("train", total=None, status="")
+        dev = {"value": float("nan")}
+
+        def on_step(step: int, total: int, metrics: dict[str, float]) -> None:
+            dev_keys = [k for k in metrics if k.startswith("dev_") and k != "dev_seconds"]
+            if dev_keys:
+                dev["value"] = metrics[dev_keys[0]]
+            parts = [f"loss {metrics['loss']:.4f}"]
+            if "train_accuracy" in metrics:
+                parts.append(f"acc {metrics['train_accuracy']:.3f}")
+            parts.append(f"dev {dev['value']:.3f}")
+            bars.update(task, completed=step, total=total, status=" ".join(parts))
+
+        yield on_step
+
+
+# ---------------------------------------------------------------- options and loaders shared by groups
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="The shared data folder (default: $LLMBLEND_DATA_DIR, else ../shared/data)."),
+]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="A PairRanker folder or hub id (default: the ranker that ships with llmblend)."
+    ),
+]
+RuntimeOption = Annotated[
+    str | None,
+    typer.Option(
+        help="fp32, bf16, onnx or onnx-int8 (default: onnx-int8 for the shipped ranker, else fp32)."
+    ),
+]
+FuserOption = Annotated[
+    str | None,
+    typer.Option(
+        help="default (the shipped fuser), none, a trained fuser folder or hub id, or "
+        "prompted:MODELS.yaml (an LLM endpoint as fuser)."
+    ),
+]
+
+
+def load_pair_ranker(model: str | None, runtime: str | None, batch_size: int = 16) -> PairRanker:
+    """The PairRanker ``--model`` names, or the packaged default one."""
+    from llmblend.rank.pairranker import PairRanker
+
+    options = {"batch_size": batch_size, **({"runtime": runtime} if runtime else {})}
+    if model is None:
+        return PairRanker.default(**options)
+    return PairRanker.from_pretrained(model, **options)
+
+
+def load_rankers(specs: list[str]) -> dict[str, Ranker]:
+    """Each distinct spec's ranker; an import failure becomes an error naming the spec."""
+    from llmblend.errors import MissingExtraError
+    from llmblend.rank.registry import load_ranker
+
+    if duplicates := sorted({s for s in specs if specs.count(s) > 1}):
+        raise ValueError(f"--ranker {', '.join(duplicates)} given more than once")
+    rankers = {}
+    for spec in specs:
+        try:
+            rankers[spec] = load_ranker(spec)
+        except MissingExtraError:
+            raise
+        except ImportError as exc:
+            raise LlmblendError(f"ranker {spec!r} could not be loaded: {exc}") from exc
+    return rankers
+
+
+def ranker_listing() -> str:
+    """The epilog of commands that take ``--ranker SPEC``: every registered ranker, one per line."""
+    from llmblend.rank.registry import describe_rankers
+
+    return listing("Rankers (--ranker SPEC):", describe_rankers().splitlines())

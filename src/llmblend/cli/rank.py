@@ -1,0 +1,137 @@
+"""``llmblend rank`` (a whole file, resumable) and ``llmblend compare`` (two answers) with PairRanker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from llmblend.cli.common import (
+    ModelOption,
+    RuntimeOption,
+    app,
+    console,
+    err_console,
+    load_pair_ranker,
+    progress_bars,
+    user_errors,
+)
+
+
+@app.command("rank")
+def rank_command(
+    file: Annotated[Path, typer.Argument(help="A MixInstruct JSONL file (candidates need no scores).")],
+    out: Annotated[Path, typer.Option(help="Where the ranked records go (appended; rerun to resume).")],
+    model: ModelOption = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="full/max-logits, max-wins, bubble, knockout or sparse-refine; with --pool: pool-seeded, "
+            "full or prior (default: sparse-refine, with --pool pool-seeded)."
+        ),
+    ] = None,
+    pool: Annotated[
+        Path | None,
+        typer.Option(
+            help="A pool file (llmblend train pool): rank with the source models' strengths, the ranker and "
+            "length in one calibrated model; examples whose models the pool does not know rank as without it."
+        ),
+    ] = None,
+    runtime: RuntimeOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Candidate pairs per forward pass.")] = 32,
+    chunk_size: Annotated[
+        int, typer.Option(min=1, help="Examples ranked (and written to OUT) together.")
+    ] = 16,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Rank only the first N examples of FILE (default: all).")
+    ] = None,
+) -> None:
+    """Rank every example's candidates with PairRanker (LLM-Blender §3) and write them to OUT.
+
+    With --pool, the ranker also knows who answered: the pool's model strengths, the ranker's
+    debiased logit and a length term are combined in one calibrated model, and the pool's favourite
+    is replaced only on clear evidence (2(N-1) forwards for N candidates).
+
+    Each output record is the input record plus "ranking": the candidate order (best first), one
+    score per candidate, the forward passes used and any error. OUT is appended chunk by chunk;
+    rerunning the same command after an interruption ranks only what OUT lacks.
+    """
+    from llmblend.rank.rank_file import pending_examples, rank_pending
+
+    with user_errors():
+        if file.resolve() == out.resolve():
+            raise ValueError(f"--out {out} is the input file; choose another path")
+        todo, done = pending_examples(file, out, limit)
+        if done:
+            err_console.print(f"{out}: {done} examples already ranked; ranking the {len(todo)} left")
+        pool_model = _read_pool(pool)  # before the ranker: a bad pool file fails fast
+        ranker = load_pair_ranker(model, runtime, batch_size)
+        label = model or "default"
+        if pool_model is not None:
+            from llmblend.rank.pool_ranker import DEFAULT_POOL_STRATEGY, PoolRanker
+
+            ranker = PoolRanker(pool_model, ranker)
+            label = f"pool:{pool}+{label}"
+            strategy = strategy or DEFAULT_POOL_STRATEGY
+        strategy = strategy or "sparse-refine"
+        with progress_bars() as start:
+            advance = start(f"ranking ({strategy}, {ranker.runtime})", len(todo))
+            last = {"done": 0}
+
+            def on_chunk(ranked: int, total: int) -> None:
+                advance(ranked - last["done"])
+                last["done"] = ranked
+
+            report = rank_pending(
+                ranker,
+                todo,
+                out,
+                already_done=done,
+                strategy=strategy,
+                ranker_label=label,
+                chunk_size=chunk_size,
+                on_chunk=on_chunk,
+            )
+    console.print(
+        f"ranked {report.ranked} examples in {report.seconds:.1f} s "
+        f"({report.examples_per_second:.2f} examples/s, {report.forwards_per_second:.1f} pair forwards/s, "
+        f"{report.n_forward} forwards); "
+        f"{report.already_done} were already done, {report.failed} failed; output: {out}",
+        highlight=False,
+        markup=False,
+    )
+
+
+def _read_pool(path: Path | None):
+    if path is None:
+        return None
+    from llmblend.rank.pool import PoolModel
+
+    return PoolModel.load(path)
+
+
+@app.command("compare")
+def compare_command(
+    instruction: Annotated[str, typer.Argument(help="The instruction both answers respond to.")],
+    answer_a: Annotated[str, typer.Argument(help="Answer A.")],
+    answer_b: Annotated[str, typer.Argument(help="Answer B.")],
+    model: ModelOption = None,
+    runtime: RuntimeOption = None,
+) -> None:
+    """Say which of two answers PairRanker prefers, and by how much (both orders scored, §3.2).
+
+    The margin is a logit: > 0 favours A; sigmoid(margin) is the ranker's probability that A is better.
+    """
+    import math
+
+    with user_errors():
+        ranker = load_pair_ranker(model, runtime)
+        margin = float(ranker.compare([instruction], [answer_a], [answer_b])[0])
+    probability = 1 / (1 + math.exp(-margin))
+    winner = "A" if margin > 0 else "B" if margin < 0 else "neither (a tie)"
+    console.print(
+        f"better: {winner}  margin {margin:+.3f}  P(A better) {probability:.3f}",
+        highlight=False,
+        markup=False,
+    )

@@ -1,0 +1,230 @@
+"""The calibrated combination: P(i beats j | x) = σ(b + w · φ(i, j)) over a few pairwise terms.
+
+Terms (each an antisymmetric ``float64[N, N]`` matrix per example, ``φ[i, j] = −φ[j, i]``):
+
+* ``pool``: θ_i − θ_j, the source models' Bradley–Terry strengths (:mod:`llmblend.rank.pool`);
+* ``ranker``: PairRanker's position-debiased logit ``(f(i, j) − f(j, i)) / 2`` (§3.2);
+* ``length``: ``tanh((len_i − len_j) / s)``, characters, ``s`` the standard deviation of length
+  differences in the fitting data (the length term of AlpacaEval's length-controlled win rate);
+* ``consensus``: c_i − c_j, where c_i is the mean cosine similarity of candidate i's embedding to the
+  other candidates' (MBR / consensus, LLM-Blender §5's strongest cheap baseline);
+* ``rel_length``: r_i − r_j, where r_i = tanh of how unusually long candidate i is *for its model*
+  (z-score of log characters against that model's answers in the pool's data): an unusually short
+  answer from a strong model is often a refusal or a slip.
+
+Two fits share the machinery (weighted logistic regression; each pair weighs its oracle-score gap,
+so the fit cares most about pairs whose order moves the picked answer's score):
+
+* :func:`fit_weights`: every pair, no intercept (the model is antisymmetric) — for full rankings;
+* :func:`fit_switch`: only *challenger vs the pool's favourite* pairs, with an intercept ``b`` (the
+  incumbent's edge): exactly the decision the pool-seeded strategy makes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Every term the combination knows, in the order weights are stored and reported.
+TERMS = ("pool", "ranker", "length", "consensus", "rel_length")
+#: Terms that cost no ranker forward pass.
+FREE_TERMS = ("pool", "length", "consensus", "rel_length")
+
+
+def length_matrix(texts: Sequence[str], scale: float) -> np.ndarray:
+    """``tanh((len_i − len_j) / scale)`` in characters: float64 ``[N, N]``."""
+    lengths = np.array([len(t) for t in texts], dtype=np.float64)
+    return np.tanh((lengths[:, None] - lengths[None, :]) / scale)
+
+
+def difference_matrix(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """``v_i − v_j``: float64 ``[N, N]``."""
+    v = np.asarray(values, dtype=np.float64)
+    return v[:, None] - v[None, :]
+
+
+def consensus_scores(embeddings: np.ndarray) -> np.ndarray:
+    """Mean cosine similarity of each row of ``embeddings [N, D]`` to the other rows: ``[N]``."""
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    n = len(similarity)
+    if n < 2:
+        return np.zeros(n)
+    return (similarity.sum(axis=1) - np.diag(similarity)) / (n - 1)
+
+
+@dataclass(frozen=True)
+class Combination:
+    """Weights of the terms, the length scale, and the pool-seeded strategy's switching threshold.
+
+    ``threshold`` is the calibrated probability a challenger must reach against the incumbent to
+    take its place, and ``bias`` the intercept of that probability (pool-seeded strategy).
+    ``fitted_on`` and ``calibration`` record the data and the expected calibration error (ECE) of
+    the ranker alone and of the combination on it.
+    """
+
+    weights: dict[str, float]
+    length_scale: float = 1000.0
+    threshold: float = 0.5
+    bias: float = 0.0
+    fitted_on: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.weights) - set(TERMS))
+        if unknown:
+            raise ValueError(f"unknown combination term {unknown[0]!r}; known: {', '.join(TERMS)}")
+        if not self.length_scale > 0:
+            raise ValueError(f"length_scale must be > 0, got {self.length_scale}")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Combination:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown combination key {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def weight(self, term: str) -> float:
+        return float(self.weights.get(term, 0.0))
+
+    @property
+    def uses_ranker(self) -> bool:
+        return self.weight("ranker") != 0.0
+
+    @property
+    def uses_consensus(self) -> bool:
+        return self.weight("consensus") != 0.0
+
+    def logits(self, terms: Mapping[str, np.ndarray], only: Sequence[str] = TERMS) -> np.ndarray:
+        """``Σ_k w_k φ_k``: the combined log-odds matrix ``[N, N]`` over the terms in ``only``.
+
+        A term with a non-zero weight must be in ``terms``; NaN entries (a ranker pair not scored)
+        stay NaN.
+        """
+        total: np.ndarray | None = None
+        for term in only:
+            w = self.weight(term)
+            if w == 0.0:
+                continue
+            if term not in terms:
+                raise ValueError(f"the combination needs the {term!r} term, which was not computed")
+            part = w * terms[term]
+            total = part if total is None else total + part
+        if total is None:
+            n = len(next(iter(terms.values()))) if terms else 0
+            return np.zeros((n, n))
+        return total
+
+    def contributions(self, terms: Mapping[str, np.ndarray], i: int, j: int) -> dict[str, float]:
+        """Each term's share ``w_k φ_k[i, j]`` of the log-odds that ``i`` beats ``j``."""
+        return {
+            term: round(float(self.weight(term) * terms[term][i, j]), 6)
+            for term in TERMS
+            if self.weight(term) != 0.0 and term in terms
+        }
+
+
+def fit_weights(
+    features: Sequence[Mapping[str, np.ndarray]],
+    oracle: Sequence[np.ndarray],
+    terms: Sequence[str],
+    *,
+    l2: float = 1e-3,
+) -> dict[str, float]:
+    """Weighted logistic regression without intercept over every pair ``i < j`` of every example.
+
+    ``features[e][term]`` is example e's ``[N, N]`` matrix; ``oracle[e]`` its ``[N]`` oracle scores.
+    A pair's label is whether ``i`` scored higher, its weight the absolute score gap (ties drop out).
+    """
+    x, y, w = pair_design(features, oracle, terms)
+    if not len(y):
+        raise ValueError("no pair with different oracle scores to fit the combination on")
+    beta = _logistic(x, y, w, l2)
+    return {term: round(float(b), 6) for term, b in zip(terms, beta, strict=True)}
+
+
+def fit_switch(
+    features: Sequence[Mapping[str, np.ndarray]],
+    oracle: Sequence[np.ndarray],
+    favourites: Sequence[int],
+    terms: Sequence[str],
+    *,
+    l2: float = 1e-3,
+) -> tuple[float, dict[str, float]]:
+    """(bias, weights) of P(challenger beats the favourite) = σ(b + w · φ(challenger, favourite)).
+
+    Only the pairs of each example's ``favourites[e]`` with every other candidate are used, with
+    the label "the challenger scored higher" and weight |score gap| (ties drop out).
+    """
+    rows, labels, weights = [], [], []
+    for matrices, scores, fav in zip(features, oracle, favourites, strict=True):
+        for c in range(len(scores)):
+            gap = scores[c] - scores[fav]
+            if c == fav or gap == 0:
+                continue
+            x = [matrices[t][c, fav] for t in terms]
+            if np.isfinite(x).all():
+                rows.append([1.0, *x])
+                labels.append(float(gap > 0))
+                weights.append(abs(gap))
+    if not rows:
+        raise ValueError("no challenger scored differently from the favourite: nothing to fit")
+    beta = _logistic(np.array(rows), np.array(labels), np.array(weights), l2)
+    return round(float(beta[0]), 6), {t: round(float(b), 6) for t, b in zip(terms, beta[1:], strict=True)}
+
+
+def _logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float) -> np.ndarray:
+    """Weighted, L2-penalised logistic regression (L-BFGS from zeros): the coefficients ``[T]``."""
+    from scipy.optimize import minimize
+
+    def loss(beta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ beta
+        value = np.sum(w * (y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z))) / w.sum()
+        grad = x.T @ (w * (1 / (1 + np.exp(-z)) - y)) / w.sum()
+        return float(value + 0.5 * l2 * beta @ beta), grad + l2 * beta
+
+    return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B").x
+
+
+def pair_design(
+    features: Sequence[Mapping[str, np.ndarray]], oracle: Sequence[np.ndarray], terms: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x ``[P, T]``, label ``[P]``, weight ``[P]``) of every pair ``i < j`` whose scores differ and
+    whose terms are all finite."""
+    rows, labels, weights = [], [], []
+    for matrices, scores in zip(features, oracle, strict=True):
+        n = len(scores)
+        i, j = np.triu_indices(n, k=1)
+        gap = scores[i] - scores[j]
+        x = np.stack([matrices[t][i, j] for t in terms], axis=1) if terms else np.zeros((len(i), 0))
+        keep = (gap != 0) & np.isfinite(x).all(axis=1)
+        rows.append(x[keep])
+        labels.append((gap[keep] > 0).astype(np.float64))
+        weights.append(np.abs(gap[keep]))
+    return np.concatenate(rows), np.concatenate(labels), np.concatenate(weights)
+
+
+def expected_calibration_error(probabilities: np.ndarray, outcomes: np.ndarray, bins: int = 10) -> float:
+    """ECE: the mean |accuracy − confidence| over equal-width probability bins, weighted by size."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    outcomes = np.asarray(outcomes, dtype=np.float64)
+    if not len(probabilities):
+        return math.nan
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            error += mask.mean() * abs(outcomes[mask].mean() - probabilities[mask].mean())
+    return float(error)

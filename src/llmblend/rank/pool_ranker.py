@@ -1,0 +1,289 @@
+"""Pool-aware ranking: the pool's prior, PairRanker and cheap terms in one calibrated model.
+
+LLM-Blender's premise is that "the best LLM differs per input" (§1); but on average one model of a
+pool is clearly best, so a selector that ignores who answered leaves that model on weak evidence.
+:class:`PoolRanker` scores pairs with the calibrated combination of :mod:`llmblend.rank.combine`
+(pool strengths, PairRanker's debiased logit, length, consensus) and offers three strategies:
+
+=============  =====================================================================  ===============
+strategy       what it does                                                           forwards (N=11)
+=============  =====================================================================  ===============
+pool-seeded    the pool's favourite (highest strength) is the incumbent; every other  2(N−1) (20)
+               candidate meets it once (both orders, one round); the challenger with
+               the highest calibrated P(better than the incumbent) replaces it only
+               when that probability clears the stored threshold
+full           every pair scored; candidates ranked by mean combined log-odds         N(N−1) (110)
+prior          the free terms alone (pool, length, consensus, relative length)        0
+=============  =====================================================================  ===============
+
+An example none of whose candidates come from a model the pool knows is ranked by the base ranker
+exactly as without a pool (its own strategy), so a pool never hurts where it has nothing to say.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from llmblend.errors import LlmblendError
+from llmblend.rank.aggregate import debias
+from llmblend.rank.base import PairScorer, rank_items
+from llmblend.rank.combine import (
+    FREE_TERMS,
+    Combination,
+    consensus_scores,
+    difference_matrix,
+    length_matrix,
+)
+from llmblend.rank.pool import CategoryOf, PoolModel, id_prefix_category
+from llmblend.rank.strategies import Match, Plan, run_plans, winner_first
+from llmblend.types import Example, Ranking
+
+log = logging.getLogger(__name__)
+
+#: Strategy name → one-line description (for ``--help`` texts).
+POOL_STRATEGIES: dict[str, str] = {
+    "pool-seeded": "the pool's favourite is the incumbent; challengers need the calibrated threshold "
+    "to replace it: 2(N-1) forwards",
+    "full": "every pair scored and combined; mean combined log-odds: N(N-1) forwards",
+    "prior": "pool, length and consensus terms only: no ranker forward",
+}
+DEFAULT_POOL_STRATEGY = "pool-seeded"
+
+#: Embeds candidate texts for the consensus term: ``f(texts) -> float[len(texts), D]``.
+Embed = Callable[[Sequence[str]], np.ndarray]
+
+
+def free_terms(
+    example: Example,
+    pool: PoolModel,
+    combination: Combination,
+    *,
+    embeddings: np.ndarray | None = None,
+    category_of: CategoryOf | None = id_prefix_category,
+) -> dict[str, np.ndarray]:
+    """The terms that need no ranker forward, each ``float64[N, N]``: pool, length, relative length,
+    and consensus.
+
+    ``embeddings [N, D]`` are needed only when the combination weighs consensus.
+    """
+    category = category_of(example) if category_of else None
+    texts = [c.text for c in example.candidates]
+    terms = {
+        "pool": difference_matrix([pool.strength(c.model, category) for c in example.candidates]),
+        "length": length_matrix(texts, combination.length_scale),
+        "rel_length": difference_matrix([pool.relative_length(c.model, c.text) for c in example.candidates]),
+    }
+    if combination.uses_consensus:
+        if embeddings is None:
+            raise ValueError("the combination weighs consensus, which needs the candidates' embeddings")
+        terms["consensus"] = difference_matrix(consensus_scores(embeddings))
+    return terms
+
+
+def combined_matrix(free: np.ndarray, ranker: np.ndarray | None, weight: float) -> np.ndarray:
+    """Combined log-odds ``[N, N]``: the free part plus ``weight ×`` the debiased ranker logit where
+    that pair was scored (the free part alone elsewhere, the expectation when a margin is unknown)."""
+    if ranker is None or weight == 0.0:
+        return free.copy()
+    debiased = debias(ranker)
+    return np.where(np.isnan(debiased), free, free + weight * np.nan_to_num(debiased))
+
+
+def _mean_log_odds(matrix: np.ndarray) -> np.ndarray:
+    m = matrix.copy()
+    np.fill_diagonal(m, 0.0)
+    return m.sum(axis=1) / max(len(m) - 1, 1)
+
+
+def pool_seeded_plan(match: Match, free: np.ndarray, combination: Combination, favourite: int) -> Plan:
+    """The incumbent strategy: every challenger meets the pool's favourite, both orders, one round.
+
+    z_c = bias + w · φ(c, favourite) is the calibrated log-odds that challenger c is better. The best
+    challenger replaces the favourite when σ(z_c) > ``threshold``. Scores: z_c for challengers and
+    logit(threshold) for the favourite, so the order agrees with the decision.
+    """
+    weight = combination.weight("ranker")
+    challengers = [c for c in range(match.n) if c != favourite]
+    if weight != 0.0:
+        yield [p for c in challengers for p in ((c, favourite), (favourite, c))]
+    logits = combined_matrix(free, match.matrix, weight)
+    scores = np.empty(match.n)
+    scores[challengers] = combination.bias + logits[challengers, favourite]
+    scores[favourite] = math.log(combination.threshold / (1 - combination.threshold))
+    return winner_first(scores, int(np.argmax(scores)), match.n_forward)
+
+
+def full_plan(match: Match, free: np.ndarray, combination: Combination, favourite: int) -> Plan:
+    """Every ordered pair in one round; candidates by mean combined log-odds."""
+    weight = combination.weight("ranker")
+    n = match.n
+    if weight != 0.0:
+        yield [(i, j) for i in range(n) for j in range(n) if i != j]
+    return Ranking.from_scores(_mean_log_odds(combined_matrix(free, match.matrix, weight)), match.n_forward)
+
+
+def prior_plan(match: Match, free: np.ndarray, combination: Combination, favourite: int) -> Plan:
+    """No ranker forward: the free terms alone."""
+    return Ranking.from_scores(_mean_log_odds(free), 0)
+    yield  # a generator that never asks for a pair
+
+
+PLANS = {"pool-seeded": pool_seeded_plan, "full": full_plan, "prior": prior_plan}
+
+
+def rank_with_pool(
+    examples: Sequence[Example],
+    terms: Sequence[Mapping[str, np.ndarray]],
+    combination: Combination,
+    score_pairs: PairScorer,
+    *,
+    strategy: str = DEFAULT_POOL_STRATEGY,
+) -> list[Ranking]:
+    """Rank ``examples`` given each one's free terms; all items' pairs of a round in one scorer call.
+
+    Each ranking's ``terms`` gives every term's share of the log-odds that the pick beats the pool's
+    favourite (or, when the favourite is the pick, the runner-up).
+    """
+    if strategy not in PLANS:
+        raise ValueError(f"unknown pool strategy {strategy!r}; known: {', '.join(PLANS)}")
+    plan = PLANS[strategy]
+    favourites = [pool_favourite(t) for t in terms]
+    free = [
+        combination.logits(t, FREE_TERMS) if len(e.candidates) > 1 else None
+        for e, t in zip(examples, terms, strict=True)
+    ]
+    played: dict[int, Match] = {}
+
+    def plan_for(k: int, match: Match) -> Plan:
+        played[k] = match
+        return plan(match, free[k], combination, favourites[k])
+
+    rankings = run_plans(rank_items(examples), score_pairs, plan_for)
+    return [
+        _with_terms(r, terms[k], favourites[k], played[k], combination) if k in played and r.ok else r
+        for k, r in enumerate(rankings)
+    ]
+
+
+def pool_favourite(terms: Mapping[str, np.ndarray]) -> int:
+    """The candidate whose model the pool rates highest (the first on ties)."""
+    pool = terms["pool"]
+    return int(np.argmax(pool.sum(axis=1))) if len(pool) else 0
+
+
+def _with_terms(
+    ranking: Ranking,
+    terms: Mapping[str, np.ndarray],
+    favourite: int,
+    match: Match,
+    combination: Combination,
+) -> Ranking:
+    """The ranking with each term's share of the pick's log-odds against the pool's favourite."""
+    pick = ranking.order[0]
+    rival = favourite if favourite != pick else ranking.order[1]
+    shares = combination.contributions(terms, pick, rival)
+    if combination.uses_ranker:
+        margin = debias(match.matrix)[pick, rival]
+        shares["ranker"] = (
+            None if np.isnan(margin) else round(float(combination.weight("ranker") * margin), 6)
+        )
+    return replace(ranking, terms=shares)
+
+
+class PoolRanker:
+    """A :class:`~llmblend.rank.base.Ranker` that knows the pool: ``load_ranker("pool:pool.json")``.
+
+    ``base`` is the PairRanker whose debiased logits feed the ``ranker`` term (and which ranks, with
+    its own strategy, the examples whose models the pool does not know). ``embed`` embeds texts for
+    the consensus term (the packaged MiniLM when the combination needs it and none is given).
+    """
+
+    name = "pool"
+
+    def __init__(
+        self,
+        pool: PoolModel,
+        base=None,
+        *,
+        embed: Embed | None = None,
+        strategy: str = DEFAULT_POOL_STRATEGY,
+        category_of: CategoryOf | None = id_prefix_category,
+    ) -> None:
+        if pool.combination is None:
+            raise LlmblendError(
+                "this pool file has no combination weights; fit them with "
+                "llmblend train pool ... --calibrate FILE (judged data the ranker was not trained on)"
+            )
+        if strategy not in PLANS:
+            raise ValueError(f"unknown pool strategy {strategy!r}; known: {', '.join(PLANS)}")
+        self.pool = pool
+        self.combination = Combination.from_dict(pool.combination)
+        self.base = base
+        self._embed = embed
+        self.strategy = strategy
+        self.category_of = category_of
+
+    @classmethod
+    def from_file(cls, path: str | Path, base=None, **options) -> PoolRanker:
+        """A pool ranker from a pool file; ``base`` defaults to the shipped PairRanker."""
+        pool = PoolModel.load(path)
+        if base is None and Combination.from_dict(pool.combination or {"weights": {}}).uses_ranker:
+            from llmblend.rank.pairranker import PairRanker
+
+            base = PairRanker.default()
+        return cls(pool, base, **options)
+
+    @property
+    def runtime(self) -> str:
+        return getattr(self.base, "runtime", "none")
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self._embed is None:
+            from llmblend.rank.embeddings import SentenceEmbedder
+
+            self._embed = SentenceEmbedder.from_pretrained().encode
+        return np.asarray(self._embed(texts), dtype=np.float64)
+
+    def rank(
+        self, examples: Sequence[Example], *, strategy: str | None = None, top_k: int | None = None
+    ) -> list[Ranking]:
+        """One ranking per example; examples with no model the pool knows go to the base ranker."""
+        strategy = strategy or self.strategy
+        known = [any(self.pool.knows(c.model) for c in ex.candidates) for ex in examples]
+        rankings: list[Ranking | None] = [None] * len(examples)
+        unknown = [k for k, ok in enumerate(known) if not ok]
+        if unknown:
+            if self.base is None:
+                raise LlmblendError("no candidate's model is in the pool and there is no base ranker")
+            for k, r in zip(
+                unknown, self.base.rank([examples[k] for k in unknown], top_k=top_k), strict=True
+            ):
+                rankings[k] = r
+        todo = [k for k, ok in enumerate(known) if ok]
+        if todo:
+            chosen = [examples[k] for k in todo]
+            terms = [self._terms(ex) for ex in chosen]
+            scorer = self.base.pair_logits if self.base is not None else _no_ranker
+            for k, r in zip(
+                todo, rank_with_pool(chosen, terms, self.combination, scorer, strategy=strategy), strict=True
+            ):
+                rankings[k] = r
+        return [r for r in rankings if r is not None]
+
+    def _terms(self, example: Example) -> dict[str, np.ndarray]:
+        embeddings = None
+        if self.combination.uses_consensus and len(example.candidates) > 1:
+            embeddings = self.embed([c.text for c in example.candidates])
+        return free_terms(
+            example, self.pool, self.combination, embeddings=embeddings, category_of=self.category_of
+        )
+
+
+def _no_ranker(queries):
+    raise LlmblendError("this pool's combination weighs the ranker, but no base ranker was given")

@@ -1,0 +1,147 @@
+"""``llmblend train pool`` and ``llmblend rank --pool`` end to end, on real alpaca-blend files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmblend.cli import app
+from llmblend.data.mixinstruct import load_mixinstruct, write_mixinstruct
+from llmblend.rank.pool import PoolModel
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_ranker(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    from llmblend.rank.pairranker import PairRanker
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ranker") / "model"
+    PairRanker.from_backbone(str(tiny_bert), source_max_length=12, candidate_max_length=12).save_pretrained(
+        folder
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def files(alpaca_blend, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder, _ = alpaca_blend
+    out = tmp_path_factory.mktemp("pool-files")
+    train = load_mixinstruct(folder / "train.jsonl")
+    paths = {
+        "train": folder / "train.jsonl",
+        "calibration": out / "calibration.jsonl",
+        "dev": out / "dev.jsonl",
+    }
+    write_mixinstruct(train[:5], paths["calibration"])  # the tiny ranker never trained on anything
+    write_mixinstruct(load_mixinstruct(folder / "dev.jsonl")[:3], paths["dev"])
+    return paths
+
+
+def invoke(*args: str):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def test_train_pool_cross_fits_then_rank_uses_it(files: dict[str, Path], tmp_path: Path) -> None:
+    pool_file = tmp_path / "pool.json"
+    args = ["train", "pool", files["train"], "--oracle", "gpt4_win", "--out", pool_file]
+    result = invoke(*args, "--terms", "pool,length,rel_length")
+    assert result.exit_code == 0, result.output
+    assert "cross-validated top-1" in result.output
+    pool = PoolModel.load(pool_file)
+    # the pool's favourite on AlpacaEval's train instructions is the best model of the pool
+    assert max(pool.strengths, key=pool.strengths.get) == "OpenHermes-2.5-Mistral-7B"
+    assert set(pool.length_stats) == set(pool.strengths)
+    combination = pool.combination
+    assert set(combination["weights"]) == {"pool", "length", "rel_length"}
+    assert combination["weights"]["pool"] > 0 and combination["bias"] < 0  # the incumbent's edge
+    fitted = combination["fitted_on"]
+    assert fitted["examples"] == 480 and fitted["source"] == "cross-fitted on the training files"
+    assert str(combination["threshold"]) in fitted["cv_top1_by_threshold"]
+
+    ranked = tmp_path / "ranked.jsonl"
+    result = invoke("rank", files["dev"], "--out", ranked, "--pool", pool_file)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in ranked.read_text().splitlines()]
+    assert len(records) == 3
+    for record in records:
+        ranking = record["ranking"]
+        n = len(record["candidates"])
+        assert ranking["strategy"] == "pool-seeded" and ranking["n_forward"] == 0  # no ranker term
+        assert set(ranking["terms"]) == {"pool", "length", "rel_length"}
+        assert sorted(ranking["order"]) == list(range(n))
+
+
+def test_train_pool_with_the_ranker_calibrates_on_held_out_examples(
+    files: dict[str, Path], tiny_ranker: Path, tmp_path: Path
+) -> None:
+    pool_file = tmp_path / "pool.json"
+    result = invoke(
+        "train", "pool", files["train"], "--oracle", "gpt4_win", "--out", pool_file,
+        "--terms", "pool,length,consensus,ranker",
+        "--calibrate", files["calibration"], "--model", tiny_ranker,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    combination = PoolModel.load(pool_file).combination
+    assert set(combination["weights"]) == {"pool", "length", "consensus", "ranker"}
+    assert combination["fitted_on"]["examples"] == 5
+    assert "ece_ranker_alone" in combination["calibration"]
+    ranked = tmp_path / "ranked.jsonl"
+    result = invoke("rank", files["dev"], "--out", ranked, "--pool", pool_file, "--model", tiny_ranker)
+    assert result.exit_code == 0, result.output
+    for record in (json.loads(line) for line in ranked.read_text().splitlines()):
+        assert record["ranking"]["n_forward"] == 2 * (len(record["candidates"]) - 1)
+        assert "ranker" in record["ranking"]["terms"]
+
+
+def test_the_ranker_term_needs_calibration_data(files, tmp_path: Path) -> None:
+    args = ["train", "pool", files["calibration"], "--oracle", "gpt4_win", "--out", tmp_path / "p.json"]
+    result = invoke(*args, "--terms", "pool,ranker")
+    assert result.exit_code == 2 and "--calibrate" in result.output
+
+
+def test_train_pool_names_a_missing_oracle_and_what_is_there(files, tmp_path: Path) -> None:
+    result = invoke(
+        "train", "pool", files["calibration"], "--oracle", "gpt5_win", "--out", tmp_path / "p.json"
+    )
+    assert result.exit_code == 2
+    assert "gpt5_win" in result.output and "gpt4_win" in result.output
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_rank_with_a_bad_pool_file_says_so(files, tmp_path: Path) -> None:
+    bad = tmp_path / "pool.json"
+    bad.write_text('{"strengths": {}, "judgements": {}, "colour": 1}')
+    result = invoke("rank", files["dev"], "--out", tmp_path / "r.jsonl", "--pool", bad)
+    assert result.exit_code == 2 and "unknown key 'colour'" in result.output
+
+
+def test_data_held_out_writes_the_instructions_the_shipped_ranker_never_trained_on(
+    alpaca_blend, tmp_path: Path
+) -> None:
+    """The stage-2 config holds out 10% of the train instructions (seed 0): 48 of 480."""
+    import yaml
+
+    from llmblend.train.config import build_config
+    from llmblend.train.ranker import RankerTrainConfig, held_out_pairs, held_out_sources
+
+    folder, _ = alpaca_blend
+    settings = yaml.safe_load(Path("configs/pairranker-minilm-default.yaml").read_text())
+    settings["train_file"] = str(folder / "pairs_train.jsonl")
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(settings))
+    config = build_config(RankerTrainConfig, config_file)
+    sources = held_out_sources(config)
+    assert len(sources) == 48
+    assert {p.query.source for p in held_out_pairs(config).pairs} <= sources  # the sampled pairs' ones
+    out = tmp_path / "held_out.jsonl"
+    result = invoke("data", "held-out", config_file, folder / "train.jsonl", "--out", out)
+    assert result.exit_code == 0, result.output
+    held = load_mixinstruct(out)
+    assert len(held) == 48 and {ex.source for ex in held} == sources
