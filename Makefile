@@ -30,6 +30,11 @@ demo: $(STAMP)
 	$(BIN)/llmblend data stats $(DEMO_DIR)/dev.jsonl
 	rm -f build/demo-ranked.jsonl build/demo-generated.jsonl build/demo-generated.failed.jsonl
 	$(BIN)/llmblend rank $(DEMO_DIR)/dev.jsonl --out build/demo-ranked.jsonl --limit 8
+	# pool-aware ranking: strengths of the 11 models from train, then rank dev with them
+	# (the default terms add MBR consensus, which embeds every train answer: a few minutes more)
+	$(BIN)/llmblend train pool $(DEMO_DIR)/train.jsonl --oracle gpt4_win --terms pool,length,rel_length --out build/demo-pool.json
+	rm -f build/demo-ranked-pool.jsonl
+	$(BIN)/llmblend rank $(DEMO_DIR)/dev.jsonl --pool build/demo-pool.json --out build/demo-ranked-pool.jsonl --limit 8
 	$(BIN)/llmblend generate --instructions $(DEMO_DIR)/dev.jsonl --out build/demo-generated.jsonl --limit 2
 	$(BIN)/llmblend blend "Give three tips for staying focused while studying."
 	$(BIN)/llmblend compare "Name three primary colours." \

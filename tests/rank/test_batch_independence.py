@@ -20,11 +20,11 @@ from llmblend.rank.pairranker import RUNTIMES, PairRanker  # noqa: E402
 from llmblend.types import Candidate, Example  # noqa: E402
 
 QUERIES = [
-    PairQuery("what is the capital of france", "paris", "the capital of france is paris , a city on the seine"),
+    PairQuery("what is the capital of france", "paris", "paris , a city on the seine"),
     PairQuery("write python code", "print one two three four five six seven eight", "no"),
     PairQuery("give a number", "four", "three or maybe five"),
     PairQuery("what is the capital of france", "it is paris", "paris"),
-    PairQuery("why is the sky blue", "light scatters", "the sky is blue because of the way air scatters light"),
+    PairQuery("why is the sky blue", "light scatters", "air scatters blue light more"),
 ]
 
 
@@ -39,7 +39,7 @@ def folder(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_a_pair_scores_the_same_alone_and_in_any_batch(folder: Path, runtime: str, monkeypatch, tmp_path) -> None:
+def test_a_pair_scores_the_same_alone_and_in_any_batch(folder: Path, runtime: str, monkeypatch, tmp_path):
     monkeypatch.setenv("LLMBLEND_CACHE", str(tmp_path))
     ranker = PairRanker.from_pretrained(folder, runtime=runtime, batch_size=4)
     alone = np.array([ranker.pair_logits([q])[0] for q in QUERIES])
@@ -50,7 +50,7 @@ def test_a_pair_scores_the_same_alone_and_in_any_batch(folder: Path, runtime: st
     np.testing.assert_allclose(ranker.compare_pairs(QUERIES), margins_alone, atol=1e-5, rtol=0)
 
 
-def test_int8_would_depend_on_the_batch_without_one_pair_per_forward(folder: Path, monkeypatch, tmp_path) -> None:
+def test_int8_would_depend_on_the_batch_without_one_pair_per_forward(folder: Path, monkeypatch, tmp_path):
     """The guard above is not vacuous: batched int8 forwards do move a pair's logit."""
     monkeypatch.setenv("LLMBLEND_CACHE", str(tmp_path))
     ranker = PairRanker.from_pretrained(folder, runtime="onnx-int8", batch_size=16)
@@ -64,8 +64,11 @@ def test_rankings_do_not_depend_on_the_chunk(folder: Path, monkeypatch, tmp_path
     ranker = PairRanker.from_pretrained(folder, runtime="onnx-int8", batch_size=8)
     texts = ["paris", "it is paris", "the capital is paris", "berlin", "no", "paris , on the seine"]
     examples = [
-        Example(f"ex/{k}", "what is the capital of france", candidates=[Candidate(f"m{i}", t) for i, t in
-                                                                         enumerate(texts[k:] + texts[:k])])
+        Example(
+            f"ex/{k}",
+            "what is the capital of france",
+            candidates=[Candidate(f"m{i}", t) for i, t in enumerate(texts[k:] + texts[:k])],
+        )
         for k in range(4)
     ]
     together = ranker.rank(examples, strategy="sparse-refine")

@@ -34,7 +34,7 @@ class ScriptedRanker:
         return np.array([QUALITY[q.first] - QUALITY[q.second] + 0.7 for q in queries])
 
     def rank(self, examples, *, strategy=None, top_k=None):
-        return run_strategy("full", rank_items(examples), self.pair_logits)
+        return run_strategy(strategy or "full", rank_items(examples), self.pair_logits)
 
 
 def pool_ranker(threshold: float = 0.8, **weights: float) -> tuple[PoolRanker, ScriptedRanker]:
@@ -143,3 +143,25 @@ def test_consensus_needs_an_embedder_and_uses_it() -> None:
     ranker = PoolRanker(pool, None, embed=embed, category_of=None, strategy="prior")
     (ranking,) = ranker.rank([example([("poor", "delta"), ("best", "alpha"), ("best", "beta")])])
     assert calls and ranking.order[-1] == 0  # the odd one out ranks last
+
+
+def test_a_pairranker_strategy_applies_to_the_fallback_only() -> None:
+    ranker, base = pool_ranker()
+    unknown = example([("x", "alpha"), ("y", "gamma"), ("z", "delta")], "u")
+    known = example([("best", "alpha"), ("poor", "beta")], "k")
+    pooled, fallback = ranker.rank([known, unknown], strategy="bubble")
+    assert fallback == base.rank([unknown], strategy="bubble")[0]
+    assert pooled.n_forward == 2 and pooled.terms is not None
+
+
+def test_load_ranker_builds_a_pool_ranker_from_a_pool_file(tmp_path) -> None:
+    from llmblend.rank.registry import load_ranker
+
+    path = tmp_path / "pool.json"
+    PoolModel(strengths={"best": 1.0, "poor": -1.0}, judgements={}).with_combination(
+        Combination({"pool": 1.0, "length": 0.5}, length_scale=100.0).to_dict()
+    ).save(path)
+    ranker = load_ranker(f"pool:{path}")
+    assert isinstance(ranker, PoolRanker) and ranker.base is None  # no ranker term: no model loaded
+    (ranking,) = ranker.rank([example([("poor", "alpha"), ("best", "beta")])])
+    assert ranking.best == 1 and ranking.n_forward == 0

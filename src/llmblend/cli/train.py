@@ -211,9 +211,7 @@ def train_pool_command(
     model: ModelOption = None,
     prior_scale: Annotated[
         float,
-        typer.Option(
-            min=1e-6, help="Standard deviation of the strengths' prior (log-odds); smaller shrinks more."
-        ),
+        typer.Option(help="Prior standard deviation of the strengths, in log-odds; smaller shrinks more."),
     ] = 1.0,
 ) -> None:
     """Fit the pool model: Bradley-Terry strengths of the source models, and when to trust a challenger

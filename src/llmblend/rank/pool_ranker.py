@@ -41,7 +41,7 @@ from llmblend.rank.combine import (
     length_matrix,
 )
 from llmblend.rank.pool import CategoryOf, PoolModel, id_prefix_category
-from llmblend.rank.strategies import Match, Plan, run_plans, winner_first
+from llmblend.rank.strategies import STRATEGIES, Match, Plan, run_plans, winner_first
 from llmblend.types import Example, Ranking
 
 log = logging.getLogger(__name__)
@@ -239,6 +239,13 @@ class PoolRanker:
             base = PairRanker.default()
         return cls(pool, base, **options)
 
+    def compare(self, instructions, a, b) -> np.ndarray:
+        """The base ranker's debiased margins (a fused answer has no source model, so the pool has
+        nothing to add): what the fusion guard asks."""
+        if self.base is None:
+            raise LlmblendError("this pool ranker has no base ranker to compare two answers with")
+        return self.base.compare(instructions, a, b)
+
     @property
     def runtime(self) -> str:
         return getattr(self.base, "runtime", "none")
@@ -253,7 +260,18 @@ class PoolRanker:
     def rank(
         self, examples: Sequence[Example], *, strategy: str | None = None, top_k: int | None = None
     ) -> list[Ranking]:
-        """One ranking per example; examples with no model the pool knows go to the base ranker."""
+        """One ranking per example; examples with no model the pool knows go to the base ranker.
+
+        ``strategy`` is a pool strategy (:data:`POOL_STRATEGIES`), or a PairRanker one, which then
+        applies to the base ranker's examples only (``llmblend eval ranker --strategy`` passes one
+        strategy to every ranker compared).
+        """
+        base_strategy = None
+        if strategy is not None and strategy not in PLANS:
+            if strategy not in STRATEGIES:
+                known = ", ".join([*PLANS, *STRATEGIES])
+                raise ValueError(f"unknown pool strategy {strategy!r}; known: {known}")
+            base_strategy, strategy = strategy, None
         strategy = strategy or self.strategy
         known = [any(self.pool.knows(c.model) for c in ex.candidates) for ex in examples]
         rankings: list[Ranking | None] = [None] * len(examples)
@@ -261,9 +279,8 @@ class PoolRanker:
         if unknown:
             if self.base is None:
                 raise LlmblendError("no candidate's model is in the pool and there is no base ranker")
-            for k, r in zip(
-                unknown, self.base.rank([examples[k] for k in unknown], top_k=top_k), strict=True
-            ):
+            fallback = self.base.rank([examples[k] for k in unknown], strategy=base_strategy, top_k=top_k)
+            for k, r in zip(unknown, fallback, strict=True):
                 rankings[k] = r
         todo = [k for k, ok in enumerate(known) if ok]
         if todo:
