@@ -42,11 +42,6 @@ def mean_of(examples, picks) -> float:
     return float(np.mean([ex.candidates[k].scores[ORACLE] for ex, k in zip(examples, picks, strict=True)]))
 
 
-def index_of(example, model: str) -> int:
-    models = [c.model for c in example.candidates]
-    return models.index(model) if model in models else 0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
@@ -60,7 +55,8 @@ def main() -> None:
         [examples[k] for k in order[: len(order) // 2]],
         [examples[k] for k in order[len(order) // 2 :]],
     ]
-    header = ["fitted on → evaluated on", "pool pick", "best single model (hindsight)", "pool's favourite",
+    header = ["fitted on → evaluated on", "pool pick", "best single model (hindsight, where it answered)",
+              "pool's favourite (strongest present)",
               "longest", "oracle", "switched"]  # fmt: skip
     rows = []
     for fit, test in ((0, 1), (1, 0)):
@@ -77,20 +73,17 @@ def main() -> None:
             for m in models
         }
         best = max(per_model, key=per_model.get)
-        favourite = max(pool.strengths, key=lambda m: pool.strengths[m] if m in models else -np.inf)
         test_examples = halves[test]
         pool_picks = [r.best for r in rankings]
-        switched = np.mean(
-            [ex.candidates[k].model != favourite for ex, k in zip(test_examples, pool_picks, strict=True)]
-        )
+        favourites = [pool.favourite([c.model for c in ex.candidates]) for ex in test_examples]
+        switched = np.mean([k != f for k, f in zip(pool_picks, favourites, strict=True)])
         longest = [int(np.argmax([len(c.text) for c in ex.candidates])) for ex in test_examples]
         oracle = [int(np.argmax([c.scores[ORACLE] for c in ex.candidates])) for ex in test_examples]
         rows.append([
             f"half {fit} ({len(halves[fit])}) → half {test} ({len(test_examples)})",
             fmt_number(mean_of(test_examples, pool_picks), 3),
             f"{fmt_number(per_model[best], 3)} ({best})",
-            f"{fmt_number(mean_of(test_examples, [index_of(ex, favourite) for ex in test_examples]), 3)} "
-            f"({favourite})",
+            fmt_number(mean_of(test_examples, favourites), 3),
             fmt_number(mean_of(test_examples, longest), 3),
             fmt_number(mean_of(test_examples, oracle), 3),
             f"{100 * switched:.0f}%",

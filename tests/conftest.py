@@ -345,3 +345,16 @@ def make_tiny_t5(folder: Path) -> Path:
 def tiny_t5(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random T5 folder (seq2seq) with a word-level tokenizer; see :func:`make_tiny_t5`."""
     return make_tiny_t5(tmp_path_factory.mktemp("tiny-t5"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ranker_dir(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    from llmblend.rank.pairranker import PairRanker
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ranker") / "model"
+    PairRanker.from_backbone(str(tiny_bert), source_max_length=12, candidate_max_length=12).save_pretrained(
+        folder
+    )
+    return folder

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmblend.backends.base import Backend
-from llmblend.blend.aio import LoopRunner
+from llmblend.blend.aio import ClosesItsLoop, LoopRunner
 from llmblend.blend.fuse import NO_FUSER_NOTE
 from llmblend.blend.generate import DEFAULT_ID, as_slots, generate_stage
 from llmblend.blend.pipeline import RankAndFuse
@@ -98,7 +98,7 @@ def _pipeline_attribute(name: str, doc: str) -> Any:
     )
 
 
-class Blender:
+class Blender(ClosesItsLoop):
     """Generate, rank, fuse, guard (LLM-Blender §3–4); see the module docstring.
 
     * ``slots_or_backends``: the models to ask, as :class:`~llmblend.backends.config.Slot` s (a
@@ -227,24 +227,3 @@ class Blender:
                 seen.add(id(slot.backend))
                 await slot.backend.aclose()
         await self.pipeline.aclose(closed=seen)
-
-    def close(self, *, close_backends: bool = True) -> None:
-        """:meth:`aclose` (unless ``close_backends`` is False), then end the event loop of the
-        synchronous methods."""
-        try:
-            if close_backends:
-                self._loop.run(self.aclose())
-        finally:
-            self._loop.close()
-
-    def __enter__(self) -> Blender:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Blender:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()

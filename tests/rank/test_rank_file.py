@@ -77,19 +77,6 @@ def test_resume_jsonl_drops_only_a_torn_last_line(tmp_path: Path) -> None:
     assert path.read_text() == '{"id": 1}\n{"id": 2}\n'
 
 
-@pytest.fixture(scope="module")
-def tiny_ranker_dir(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    from llmblend.rank.pairranker import PairRanker
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ranker") / "model"
-    PairRanker.from_backbone(str(tiny_bert), source_max_length=12, candidate_max_length=12).save_pretrained(
-        folder
-    )
-    return folder
-
-
 def test_cli_rank_with_a_model_then_resume(source: Path, tmp_path: Path, tiny_ranker_dir: Path) -> None:
     out = tmp_path / "ranked.jsonl"
     args = ["rank", str(source), "--out", str(out), "--model", str(tiny_ranker_dir), "--chunk-size", "4"]

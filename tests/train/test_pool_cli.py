@@ -16,19 +16,6 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def tiny_ranker(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    from llmblend.rank.pairranker import PairRanker
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("ranker") / "model"
-    PairRanker.from_backbone(str(tiny_bert), source_max_length=12, candidate_max_length=12).save_pretrained(
-        folder
-    )
-    return folder
-
-
-@pytest.fixture(scope="module")
 def files(alpaca_blend, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder, _ = alpaca_blend
     out = tmp_path_factory.mktemp("pool-files")
@@ -79,13 +66,13 @@ def test_train_pool_cross_fits_then_rank_uses_it(files: dict[str, Path], tmp_pat
 
 
 def test_train_pool_with_the_ranker_calibrates_on_held_out_examples(
-    files: dict[str, Path], tiny_ranker: Path, tmp_path: Path
+    files: dict[str, Path], tiny_ranker_dir: Path, tmp_path: Path
 ) -> None:
     pool_file = tmp_path / "pool.json"
     result = invoke(
         "train", "pool", files["train"], "--oracle", "gpt4_win", "--out", pool_file,
         "--terms", "pool,length,consensus,ranker",
-        "--calibrate", files["calibration"], "--model", tiny_ranker,
+        "--calibrate", files["calibration"], "--model", tiny_ranker_dir,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     combination = PoolModel.load(pool_file).combination
@@ -93,7 +80,7 @@ def test_train_pool_with_the_ranker_calibrates_on_held_out_examples(
     assert combination["fitted_on"]["examples"] == 5
     assert "ece_ranker_alone" in combination["calibration"]
     ranked = tmp_path / "ranked.jsonl"
-    result = invoke("rank", files["dev"], "--out", ranked, "--pool", pool_file, "--model", tiny_ranker)
+    result = invoke("rank", files["dev"], "--out", ranked, "--pool", pool_file, "--model", tiny_ranker_dir)
     assert result.exit_code == 0, result.output
     for record in (json.loads(line) for line in ranked.read_text().splitlines()):
         assert record["ranking"]["n_forward"] == 2 * (len(record["candidates"]) - 1)

@@ -105,3 +105,35 @@ class LoopRunner:
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.close()
+
+
+class ClosesItsLoop:
+    """Mixin: ``with`` / ``async with`` support and :meth:`close` for an object that owns a
+    :class:`LoopRunner` in ``self._loop`` and has an ``aclose()`` coroutine."""
+
+    _loop: LoopRunner
+
+    async def aclose(self) -> None:
+        """Release what the object holds; each class defines its own."""
+        raise NotImplementedError
+
+    def close(self, *, close_backends: bool = True) -> None:
+        """:meth:`aclose` (unless ``close_backends`` is False), then end the event loop of the
+        synchronous methods."""
+        try:
+            if close_backends:
+                self._loop.run(self.aclose())
+        finally:
+            self._loop.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -18,7 +18,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from llmblend.blend.aio import LoopRunner, is_coroutine_method
+from llmblend.blend.aio import ClosesItsLoop, LoopRunner, is_coroutine_method
 from llmblend.blend.fuse import Answer, fuse_stage
 from llmblend.blend.guard import guard_stage
 from llmblend.blend.rank import rank_stage, ranker_name
@@ -66,7 +66,7 @@ def _answer(result: BlendResult, answer: Answer) -> None:
     result.notes.extend(answer.notes)
 
 
-class RankAndFuse:
+class RankAndFuse(ClosesItsLoop):
     """Rank, fuse, guard (LLM-Blender §3–4) examples that have candidates; see the module docstring.
 
     ``ranker`` ranks with ``strategy`` (the pairwise aggregation of §3.2) and ``top_k``; ``fuser``
@@ -192,24 +192,3 @@ class RankAndFuse:
             and id(getattr(self.fuser, "backend", None)) not in closed
         ):
             await self.fuser.aclose()
-
-    def close(self, *, close_backends: bool = True) -> None:
-        """:meth:`aclose` (unless ``close_backends`` is False), then end the event loop of the
-        synchronous methods."""
-        try:
-            if close_backends:
-                self._loop.run(self.aclose())
-        finally:
-            self._loop.close()
-
-    def __enter__(self) -> RankAndFuse:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> RankAndFuse:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
