@@ -165,3 +165,20 @@ def test_load_ranker_builds_a_pool_ranker_from_a_pool_file(tmp_path) -> None:
     assert isinstance(ranker, PoolRanker) and ranker.base is None  # no ranker term: no model loaded
     (ranking,) = ranker.rank([example([("poor", "alpha"), ("best", "beta")])])
     assert ranking.best == 1 and ranking.n_forward == 0
+
+
+def test_a_lazy_base_is_built_only_when_an_example_needs_it() -> None:
+    built = []
+
+    def build() -> ScriptedRanker:
+        built.append(1)
+        return ScriptedRanker()
+
+    pool = PoolModel(strengths={"best": 1.0, "poor": -1.0}, judgements={}).with_combination(
+        Combination({"pool": 1.0}, length_scale=100.0).to_dict()
+    )
+    ranker = PoolRanker(pool, build, category_of=None)
+    ranker.rank([example([("poor", "alpha"), ("best", "beta")])])
+    assert not built and ranker.runtime == "lazy"
+    ranker.rank([example([("x", "alpha"), ("y", "gamma")], "u")])  # no known model: the base ranks it
+    assert built == [1] and ranker.runtime == "scripted"

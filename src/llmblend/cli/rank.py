@@ -66,12 +66,14 @@ def rank_command(
         if done:
             err_console.print(f"{out}: {done} examples already ranked; ranking the {len(todo)} left")
         pool_model = _read_pool(pool)  # before the ranker: a bad pool file fails fast
-        ranker = load_pair_ranker(model, runtime, batch_size)
         label = model or "default"
-        if pool_model is not None:
+        if pool_model is None:
+            ranker = load_pair_ranker(model, runtime, batch_size)
+        else:
             from llmblend.rank.pool_ranker import DEFAULT_POOL_STRATEGY, PoolRanker
 
-            ranker = PoolRanker(pool_model, ranker)
+            # loaded only if the pool weighs the ranker or an example has no model the pool knows
+            ranker = PoolRanker(pool_model, lambda: load_pair_ranker(model, runtime, batch_size))
             label = f"pool:{pool}+{label}"
             strategy = strategy or DEFAULT_POOL_STRATEGY
         strategy = strategy or "sparse-refine"

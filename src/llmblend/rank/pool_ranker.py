@@ -200,7 +200,8 @@ class PoolRanker:
     """A :class:`~llmblend.rank.base.Ranker` that knows the pool: ``load_ranker("pool:pool.json")``.
 
     ``base`` is the PairRanker whose debiased logits feed the ``ranker`` term (and which ranks, with
-    its own strategy, the examples whose models the pool does not know). ``embed`` embeds texts for
+    its own strategy, the examples whose models the pool does not know), or a zero-argument
+    callable that builds it when first needed. ``embed`` embeds texts for
     the consensus term (the packaged MiniLM when the combination needs it and none is given).
     """
 
@@ -224,7 +225,7 @@ class PoolRanker:
             raise ValueError(f"unknown pool strategy {strategy!r}; known: {', '.join(PLANS)}")
         self.pool = pool
         self.combination = Combination.from_dict(pool.combination)
-        self.base = base
+        self._base = base
         self._embed = embed
         self.strategy = strategy
         self.category_of = category_of
@@ -247,8 +248,18 @@ class PoolRanker:
         return self.base.compare(instructions, a, b)
 
     @property
+    def base(self):
+        """The base ranker; a zero-argument callable given as ``base`` is called on first use, so
+        a pool that needs no ranker never loads one."""
+        if callable(self._base) and not hasattr(self._base, "rank"):
+            self._base = self._base()
+        return self._base
+
+    @property
     def runtime(self) -> str:
-        return getattr(self.base, "runtime", "none")
+        if callable(self._base) and not hasattr(self._base, "rank"):
+            return "lazy"
+        return getattr(self._base, "runtime", "none")
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if self._embed is None:
@@ -286,7 +297,11 @@ class PoolRanker:
         if todo:
             chosen = [examples[k] for k in todo]
             terms = [self._terms(ex) for ex in chosen]
-            scorer = self.base.pair_logits if self.base is not None else _no_ranker
+            scorer = (
+                self.base.pair_logits
+                if self.combination.uses_ranker and self.base is not None
+                else _no_ranker
+            )
             for k, r in zip(
                 todo, rank_with_pool(chosen, terms, self.combination, scorer, strategy=strategy), strict=True
             ):
