@@ -156,6 +156,27 @@ def load_pair_ranker(model: str | None, runtime: str | None, batch_size: int = 1
     return PairRanker.from_pretrained(model, **options)
 
 
+PoolOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A pool file (llmblend train pool): rank with the source models' strengths, length and "
+        "consensus in one calibrated model; examples whose models the pool does not know rank as without it."
+    ),
+]
+
+
+def load_ranker_with_pool(model: str | None, runtime: str | None, batch_size: int, pool: Path | None):
+    """The PairRanker (see :func:`load_pair_ranker`), or with ``pool`` a PoolRanker over it that
+    builds the PairRanker only when first needed. The pool file is read first, so a bad one fails
+    before any model loads."""
+    if pool is None:
+        return load_pair_ranker(model, runtime, batch_size)
+    from llmblend.rank.pool import PoolModel
+    from llmblend.rank.pool_ranker import PoolRanker
+
+    return PoolRanker(PoolModel.load(pool), lambda: load_pair_ranker(model, runtime, batch_size))
+
+
 def load_rankers(specs: list[str]) -> dict[str, Ranker]:
     """Each distinct spec's ranker; an import failure becomes an error naming the spec."""
     from llmblend.errors import MissingExtraError

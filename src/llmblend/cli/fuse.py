@@ -11,10 +11,11 @@ from rich.markup import escape
 from llmblend.cli.common import (
     FuserOption,
     ModelOption,
+    PoolOption,
     app,
     console,
     err_console,
-    load_pair_ranker,
+    load_ranker_with_pool,
     progress_bars,
     user_errors,
 )
@@ -32,6 +33,7 @@ def fuse_command(
     out: Annotated[Path, typer.Option(help="Where the fused records go (appended; rerun to resume).")],
     fuser: FuserOption = None,
     model: ModelOption = None,
+    pool: PoolOption = None,
     top_k: TopK = 3,
     guard: Guard = True,
     chunk_size: Annotated[int, typer.Option(min=1, help="Examples fused (and written to OUT) together.")] = 8,
@@ -56,7 +58,7 @@ def fuse_command(
         the_fuser = load_fuser(fuser)
         if the_fuser is None:
             raise ValueError("no fuser to run: give --fuser FOLDER or --fuser prompted:models.yaml")
-        ranker = load_pair_ranker(model, None)
+        ranker = load_ranker_with_pool(model, None, 16, pool)
         with Blender([], ranker, the_fuser, top_k=top_k, guard=guard) as blender, progress_bars() as start:
             state: dict = {"advance": None, "done": 0}
 
@@ -84,6 +86,7 @@ def blend_command(
     ] = None,
     fuser: FuserOption = None,
     model: ModelOption = None,
+    pool: PoolOption = None,
     top_k: TopK = 3,
     guard: Guard = True,
     json_output: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
@@ -101,7 +104,7 @@ def blend_command(
 
     with user_errors():
         slots = build_slots(load_backend_config(backends))
-        ranker = load_pair_ranker(model, None)
+        ranker = load_ranker_with_pool(model, None, 16, pool)
         with (
             Blender(slots, ranker, load_fuser(fuser), top_k=top_k, guard=guard) as blender,
             err_console.status("asking the models, ranking, fusing..."),

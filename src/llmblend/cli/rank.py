@@ -9,11 +9,13 @@ import typer
 
 from llmblend.cli.common import (
     ModelOption,
+    PoolOption,
     RuntimeOption,
     app,
     console,
     err_console,
     load_pair_ranker,
+    load_ranker_with_pool,
     progress_bars,
     user_errors,
 )
@@ -31,13 +33,7 @@ def rank_command(
             "full or prior (default: sparse-refine, with --pool pool-seeded)."
         ),
     ] = None,
-    pool: Annotated[
-        Path | None,
-        typer.Option(
-            help="A pool file (llmblend train pool): rank with the source models' strengths, the ranker and "
-            "length in one calibrated model; examples whose models the pool does not know rank as without it."
-        ),
-    ] = None,
+    pool: PoolOption = None,
     runtime: RuntimeOption = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Candidate pairs per forward pass.")] = 32,
     chunk_size: Annotated[
@@ -65,15 +61,11 @@ def rank_command(
         todo, done = pending_examples(file, out, limit)
         if done:
             err_console.print(f"{out}: {done} examples already ranked; ranking the {len(todo)} left")
-        pool_model = _read_pool(pool)  # before the ranker: a bad pool file fails fast
+        ranker = load_ranker_with_pool(model, runtime, batch_size, pool)
         label = model or "default"
-        if pool_model is None:
-            ranker = load_pair_ranker(model, runtime, batch_size)
-        else:
-            from llmblend.rank.pool_ranker import DEFAULT_POOL_STRATEGY, PoolRanker
+        if pool is not None:
+            from llmblend.rank.pool_ranker import DEFAULT_POOL_STRATEGY
 
-            # loaded only if the pool weighs the ranker or an example has no model the pool knows
-            ranker = PoolRanker(pool_model, lambda: load_pair_ranker(model, runtime, batch_size))
             label = f"pool:{pool}+{label}"
             strategy = strategy or DEFAULT_POOL_STRATEGY
         strategy = strategy or "sparse-refine"
@@ -103,14 +95,6 @@ def rank_command(
         highlight=False,
         markup=False,
     )
-
-
-def _read_pool(path: Path | None):
-    if path is None:
-        return None
-    from llmblend.rank.pool import PoolModel
-
-    return PoolModel.load(path)
 
 
 @app.command("compare")
