@@ -175,3 +175,13 @@ def test_expected_calibration_error() -> None:
     calibrated = (rng.random(20000) < p).astype(float)
     assert expected_calibration_error(p, calibrated) < 0.02
     assert expected_calibration_error(np.full(1000, 0.9), np.zeros(1000)) == pytest.approx(0.9)
+
+
+def test_judged_examples_keep_only_scored_candidates() -> None:
+    from llmblend.train.pool import judged_examples
+
+    partly = Example("a", "q", candidates=[Candidate("m1", "x", {"s": 1.0}), Candidate("m2", "y"),
+                                           Candidate("m3", "z", {"s": 0.0})])  # fmt: skip
+    lonely = Example("b", "q", candidates=[Candidate("m1", "x", {"s": 1.0}), Candidate("m2", "y")])
+    (kept,) = judged_examples([partly, lonely], "s")
+    assert [c.model for c in kept.candidates] == ["m1", "m3"]

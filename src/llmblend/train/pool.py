@@ -136,10 +136,13 @@ def length_scale_of(examples: Sequence[Example]) -> float:
 
 
 def judged_examples(examples: Sequence[Example], oracle: str) -> list[Example]:
-    """The examples with 2+ candidates that all carry the oracle score."""
-    return [
-        ex for ex in examples if len(ex.candidates) > 1 and all(oracle in c.scores for c in ex.candidates)
-    ]
+    """Each example reduced to its candidates that carry the oracle score, where 2+ of them do."""
+    out = []
+    for ex in examples:
+        scored = [c for c in ex.candidates if oracle in c.scores]
+        if len(scored) > 1:
+            out.append(ex if len(scored) == len(ex.candidates) else replace(ex, candidates=scored))
+    return out
 
 
 def instruction_folds(examples: Sequence[Example], folds: int = FOLDS, seed: int = 0) -> list[int]:
@@ -200,7 +203,7 @@ def cross_fitted_features(
     examples = judged_examples(data.examples, oracle)
     if len({ex.source for ex in examples}) < folds:
         raise LlmblendError(
-            f"only {len(examples)} judged examples with 2+ candidates carrying {oracle!r}: too few to "
+            f"only {len(examples)} examples with 2+ candidates carrying {oracle!r}: too few to "
             f"cross-fit {folds} folds; give more, or --calibrate FILE"
         )
     embeddings = _embed_all(examples, embed, progress) if embed is not None else None
@@ -370,7 +373,7 @@ def train_pool_file(
 def _calibration_features(data, settings, calibrate, terms, model, length_scale, embed, progress) -> Features:
     held = judged_examples(list(read_mixinstruct(calibrate)), settings.oracle)
     if not held:
-        raise LlmblendError(f"{calibrate}: no example with 2+ candidates that all carry {settings.oracle!r}")
+        raise LlmblendError(f"{calibrate}: no example with 2+ candidates that carry {settings.oracle!r}")
     pool = fit_pool_from(data.without({ex.source for ex in held}), settings)
     embeddings = _embed_all(held, embed, progress) if embed is not None else None
     features = example_features(
