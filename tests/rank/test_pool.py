@@ -12,7 +12,7 @@ from llmblend.rank.combine import (
     Combination,
     consensus_scores,
     expected_calibration_error,
-    fit_weights,
+    fit_switch,
     length_matrix,
 )
 from llmblend.rank.pool import (
@@ -146,18 +146,22 @@ def test_combination_checks_its_values() -> None:
         Combination.from_dict({"weights": {}, "treshold": 0.6})
 
 
-def test_fit_weights_weighs_the_informative_term_and_not_the_noise() -> None:
+def test_fit_switch_weighs_the_informative_term_and_not_the_noise() -> None:
     rng = np.random.default_rng(0)
-    features, oracle = [], []
+    features, oracle, favourites = [], [], []
     for _ in range(400):
         n = 6
         theta, r = rng.normal(size=n), rng.normal(size=(n, n))
         terms = {"pool": theta[:, None] - theta[None, :], "ranker": (r - r.T) / 2}
         quality = 2.0 * theta + rng.gumbel(size=n)  # latent quality: pool-driven, plus noise
+        favourite = int(np.argmax(theta))
+        quality[favourite] += 0.5  # the favourite's extra edge: the intercept should be negative
         features.append(terms)
         oracle.append(quality)
-    weights = fit_weights(features, oracle, ("pool", "ranker"))
+        favourites.append(favourite)
+    bias, weights = fit_switch(features, oracle, favourites, ("pool", "ranker"))
     assert weights["pool"] > 1.0 and abs(weights["ranker"]) < 0.2
+    assert bias < 0
 
 
 def test_terms_are_antisymmetric_and_consensus_favours_the_typical_answer() -> None:

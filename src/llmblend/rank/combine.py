@@ -12,12 +12,11 @@ Terms (each an antisymmetric ``float64[N, N]`` matrix per example, ``φ[i, j] = 
   (z-score of log characters against that model's answers in the pool's data): an unusually short
   answer from a strong model is often a refusal or a slip.
 
-Two fits share the machinery (weighted logistic regression; each pair weighs its oracle-score gap,
-so the fit cares most about pairs whose order moves the picked answer's score):
-
-* :func:`fit_weights`: every pair, no intercept (the model is antisymmetric) — for full rankings;
-* :func:`fit_switch`: only *challenger vs the pool's favourite* pairs, with an intercept ``b`` (the
-  incumbent's edge): exactly the decision the pool-seeded strategy makes.
+:func:`fit_switch` fits the weights by weighted logistic regression on *challenger vs the pool's
+favourite* pairs only, with an intercept ``b`` (the incumbent's edge): exactly the decision the
+pool-seeded strategy makes. Each pair weighs its oracle-score gap, so the fit cares most about the
+pairs whose order moves the picked answer's score. The ``full`` strategy reuses the same weights
+without the intercept (the antisymmetric part), averaged over all opponents.
 """
 
 from __future__ import annotations
@@ -134,25 +133,6 @@ class Combination:
         }
 
 
-def fit_weights(
-    features: Sequence[Mapping[str, np.ndarray]],
-    oracle: Sequence[np.ndarray],
-    terms: Sequence[str],
-    *,
-    l2: float = 1e-3,
-) -> dict[str, float]:
-    """Weighted logistic regression without intercept over every pair ``i < j`` of every example.
-
-    ``features[e][term]`` is example e's ``[N, N]`` matrix; ``oracle[e]`` its ``[N]`` oracle scores.
-    A pair's label is whether ``i`` scored higher, its weight the absolute score gap (ties drop out).
-    """
-    x, y, w = pair_design(features, oracle, terms)
-    if not len(y):
-        raise ValueError("no pair with different oracle scores to fit the combination on")
-    beta = _logistic(x, y, w, l2)
-    return {term: round(float(b), 6) for term, b in zip(terms, beta, strict=True)}
-
-
 def fit_switch(
     features: Sequence[Mapping[str, np.ndarray]],
     oracle: Sequence[np.ndarray],
@@ -194,24 +174,6 @@ def _logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float) -> np.ndar
         return float(value + 0.5 * l2 * beta @ beta), grad + l2 * beta
 
     return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B").x
-
-
-def pair_design(
-    features: Sequence[Mapping[str, np.ndarray]], oracle: Sequence[np.ndarray], terms: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x ``[P, T]``, label ``[P]``, weight ``[P]``) of every pair ``i < j`` whose scores differ and
-    whose terms are all finite."""
-    rows, labels, weights = [], [], []
-    for matrices, scores in zip(features, oracle, strict=True):
-        n = len(scores)
-        i, j = np.triu_indices(n, k=1)
-        gap = scores[i] - scores[j]
-        x = np.stack([matrices[t][i, j] for t in terms], axis=1) if terms else np.zeros((len(i), 0))
-        keep = (gap != 0) & np.isfinite(x).all(axis=1)
-        rows.append(x[keep])
-        labels.append((gap[keep] > 0).astype(np.float64))
-        weights.append(np.abs(gap[keep]))
-    return np.concatenate(rows), np.concatenate(labels), np.concatenate(weights)
 
 
 def expected_calibration_error(probabilities: np.ndarray, outcomes: np.ndarray, bins: int = 10) -> float:

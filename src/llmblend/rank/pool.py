@@ -151,10 +151,6 @@ class PoolModel:
         values = [self.strength(m, category) for m in models]
         return int(np.argmax(values))
 
-    def win_probability(self, model_a: str | None, model_b: str | None, category: str | None = None) -> float:
-        """σ(θ_a − θ_b): the pool's probability that ``model_a``'s answer beats ``model_b``'s."""
-        return 1.0 / (1.0 + math.exp(-(self.strength(model_a, category) - self.strength(model_b, category))))
-
     # ---- files ---------------------------------------------------------------------------------
 
     def with_combination(self, combination: Mapping[str, Any] | None) -> PoolModel:

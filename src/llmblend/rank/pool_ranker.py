@@ -41,6 +41,7 @@ from llmblend.rank.combine import (
     length_matrix,
 )
 from llmblend.rank.pool import CategoryOf, PoolModel, id_prefix_category
+from llmblend.rank.scoring import split_sizes
 from llmblend.rank.strategies import STRATEGIES, Match, Plan, run_plans, winner_first
 from llmblend.types import Example, Ranking
 
@@ -296,7 +297,7 @@ class PoolRanker:
         todo = [k for k, ok in enumerate(known) if ok]
         if todo:
             chosen = [examples[k] for k in todo]
-            terms = [self._terms(ex) for ex in chosen]
+            terms = self._terms(chosen)
             scorer = (
                 self.base.pair_logits
                 if self.combination.uses_ranker and self.base is not None
@@ -308,13 +309,18 @@ class PoolRanker:
                 rankings[k] = r
         return [r for r in rankings if r is not None]
 
-    def _terms(self, example: Example) -> dict[str, np.ndarray]:
-        embeddings = None
-        if self.combination.uses_consensus and len(example.candidates) > 1:
-            embeddings = self.embed([c.text for c in example.candidates])
-        return free_terms(
-            example, self.pool, self.combination, embeddings=embeddings, category_of=self.category_of
-        )
+    def _terms(self, examples: Sequence[Example]) -> list[dict[str, np.ndarray]]:
+        """Each example's free terms; the consensus term embeds every candidate of the batch in one call."""
+        embeddings: list[np.ndarray | None] = [None] * len(examples)
+        if self.combination.uses_consensus:
+            texts = [c.text for ex in examples for c in ex.candidates]
+            vectors = self.embed(texts) if texts else np.zeros((0, 0))
+            sizes = [len(ex.candidates) for ex in examples]
+            embeddings = list(split_sizes(vectors, sizes))
+        return [
+            free_terms(ex, self.pool, self.combination, embeddings=e, category_of=self.category_of)
+            for ex, e in zip(examples, embeddings, strict=True)
+        ]
 
 
 def _no_ranker(queries):

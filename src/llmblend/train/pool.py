@@ -364,7 +364,7 @@ def train_pool_file(
         )
         source = f"calibrated on {Path(calibrate).name} (ranker: {model or 'default'})"
     combination = fit_combination(features, terms, length_scale=length_scale)
-    combination.fitted_on["source"] = source
+    combination = replace(combination, fitted_on={**combination.fitted_on, "source": source})
     pool = pool.with_combination(combination.to_dict())
     pool.save(out)
     return pool
