@@ -10,6 +10,9 @@ from llmblend.data.alpaca_blend import AlpacaBlendSummary, build_alpaca_blend
 from llmblend.data.sources import locate_data_dir
 from llmblend.errors import DataNotFoundError
 
+#: The scripted OpenAI-compatible server (``scripted_server``, ``refused_url``) for every test folder.
+pytest_plugins = ["scripted_http"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

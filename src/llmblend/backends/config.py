@@ -164,12 +164,13 @@ DEFAULT_CONFIG = GenerateConfig(
 )
 
 
-def _format_errors(path: Path, error: ValidationError) -> str:
+def format_validation_errors(path: Path, error: ValidationError, what: str = "backend config") -> str:
+    """One message naming the file and each bad field by its key path (``backends.1.model: ...``)."""
     lines = []
     for problem in error.errors():
         where = ".".join(str(part) for part in problem["loc"]) or "(top level)"
         lines.append(f"  {where}: {problem['msg']}")
-    return f"{path}: invalid backend config:\n" + "\n".join(lines)
+    return f"{path}: invalid {what}:\n" + "\n".join(lines)
 
 
 def load_backend_config(path: str | Path | None) -> GenerateConfig:
@@ -180,7 +181,7 @@ def load_backend_config(path: str | Path | None) -> GenerateConfig:
     try:
         return GenerateConfig.model_validate(read_yaml(path))
     except ValidationError as exc:
-        raise LlmblendError(_format_errors(path, exc)) from None
+        raise LlmblendError(format_validation_errors(path, exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,16 +147,18 @@ async def generate_stage(slots: Sequence[Slot], instruction: Prompt, input: str 
     started = time.perf_counter()
     generations = await ask_all(with_input(instruction, input), slots)
     seconds = time.perf_counter() - started
-    candidates = [
-        BlendCandidate(
-            model=g.model,
-            decoding_method=slot.params.decoding_method,
-            text=g.text,
-            error=g.error,
-            prompt_tokens=g.prompt_tokens,
-            completion_tokens=g.completion_tokens,
-            latency_s=g.latency_s,
-        )
-        for slot, g in zip(slots, generations, strict=True)
-    ]
+    candidates = [blend_candidate(slot.params, g) for slot, g in zip(slots, generations, strict=True)]
     return Generated(instruction, input, candidates, generations, seconds)
+
+
+def blend_candidate(params: GenerationParams, generation: Generation) -> BlendCandidate:
+    """The candidate of one generation made with ``params`` (failed: ``error`` set, no text)."""
+    return BlendCandidate(
+        model=generation.model,
+        decoding_method=params.decoding_method,
+        text=generation.text,
+        error=generation.error,
+        prompt_tokens=generation.prompt_tokens,
+        completion_tokens=generation.completion_tokens,
+        latency_s=generation.latency_s,
+    )

@@ -3,15 +3,15 @@
 :mod:`llmblend.cli.common` holds the root ``app`` and what the groups share (consoles,
 ``user_errors``, progress bars, shared options), :mod:`llmblend.cli.helptext` the help conventions
 (help that reads as prose at any width), :mod:`llmblend.cli.tables` the rich tables. Each command
-module (``data``, ``rank``, ``generate``, ``fuse``, ``eval``, ``train``) registers its commands on
-``app`` when imported; a new group (``serve``) is one more module and one more import below.
+module (``data``, ``rank``, ``generate``, ``fuse``, ``serve``, ``eval``, ``train``) registers its commands on
+``app`` when imported; a new group is one more module and one more import below.
 """
 
 from __future__ import annotations
 
 # isort: off
 # The import order is the order `llmblend --help` lists them: commands first, then groups.
-from llmblend.cli import rank, generate, fuse  # noqa: F401  (rank, compare; generate; fuse, blend)
+from llmblend.cli import rank, generate, fuse, serve  # noqa: F401  (rank, compare; generate; fuse, blend; serve)
 from llmblend.cli import data, eval, train  # noqa: F401  (the `data`, `eval` and `train` groups)
 
 # isort: on

@@ -147,13 +147,19 @@ FuserOption = Annotated[
 
 
 def load_pair_ranker(model: str | None, runtime: str | None, batch_size: int = 16) -> PairRanker:
-    """The PairRanker ``--model`` names, or the packaged default one."""
-    from llmblend.rank.pairranker import PairRanker
+    """:func:`llmblend.rank.registry.load_pair_ranker`, imported when a command needs it."""
+    from llmblend.rank.registry import load_pair_ranker as load
 
-    options = {"batch_size": batch_size, **({"runtime": runtime} if runtime else {})}
-    if model is None:
-        return PairRanker.default(**options)
-    return PairRanker.from_pretrained(model, **options)
+    return load(model, runtime, batch_size)
+
+
+def load_ranker_with_pool(
+    model: str | None, runtime: str | None, batch_size: int, pool: Path | None
+) -> Ranker:
+    """:func:`llmblend.rank.registry.load_ranker_with_pool`, imported when a command needs it."""
+    from llmblend.rank.registry import load_ranker_with_pool as load
+
+    return load(model, runtime, batch_size, pool)
 
 
 PoolOption = Annotated[
@@ -163,18 +169,6 @@ PoolOption = Annotated[
         "consensus in one calibrated model; examples whose models the pool does not know rank as without it."
     ),
 ]
-
-
-def load_ranker_with_pool(model: str | None, runtime: str | None, batch_size: int, pool: Path | None):
-    """The PairRanker (see :func:`load_pair_ranker`), or with ``pool`` a PoolRanker over it that
-    builds the PairRanker only when first needed. The pool file is read first, so a bad one fails
-    before any model loads."""
-    if pool is None:
-        return load_pair_ranker(model, runtime, batch_size)
-    from llmblend.rank.pool import PoolModel
-    from llmblend.rank.pool_ranker import PoolRanker
-
-    return PoolRanker(PoolModel.load(pool), lambda: load_pair_ranker(model, runtime, batch_size))
 
 
 def load_rankers(specs: list[str]) -> dict[str, Ranker]:

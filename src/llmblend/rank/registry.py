@@ -11,9 +11,13 @@ import importlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmblend.errors import LlmblendError
 from llmblend.rank.base import CONFIG_KEY, Ranker
+
+if TYPE_CHECKING:
+    from llmblend.rank.pairranker import PairRanker
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +133,27 @@ def describe_rankers() -> str:
         usage = f"{name}:<{entry.argument}>" if entry.argument else name
         lines.append(f"{usage} — {entry.help}")
     return "\n".join(lines)
+
+
+def load_pair_ranker(model: str | None, runtime: str | None, batch_size: int = 16) -> PairRanker:
+    """The PairRanker ``model`` names (a folder or hub id), or the packaged default one."""
+    from llmblend.rank.pairranker import PairRanker
+
+    options = {"batch_size": batch_size, **({"runtime": runtime} if runtime else {})}
+    if model is None:
+        return PairRanker.default(**options)
+    return PairRanker.from_pretrained(model, **options)
+
+
+def load_ranker_with_pool(
+    model: str | None, runtime: str | None, batch_size: int, pool: Path | None
+) -> Ranker:
+    """The PairRanker (see :func:`load_pair_ranker`), or with ``pool`` a PoolRanker over it that
+    builds the PairRanker only when first needed. The pool file is read first, so a bad one fails
+    before any model loads."""
+    if pool is None:
+        return load_pair_ranker(model, runtime, batch_size)
+    from llmblend.rank.pool import PoolModel
+    from llmblend.rank.pool_ranker import PoolRanker
+
+    return PoolRanker(PoolModel.load(pool), lambda: load_pair_ranker(model, runtime, batch_size))

@@ -12,15 +12,22 @@ names ``model``, before the general script. Behaviours:
 - ``(429, retry_after)``: 429 with that ``Retry-After`` (seconds, or a string sent as is)
 - ``"garbage"``: 200 with the body ``not json{``; ``"missing_field"``: 200 JSON without ``choices``
 - ``"close"``: the socket is closed with no reply
+- ``("say", text)``: ``text`` instead of the echo (streamed word by word when asked)
+- ``("stream_then_close", n)``: a streamed answer that stops after ``n`` words without ``[DONE]``
+
+A client that hangs up while its request waits (``hang`` or a delayed ``ok``) is counted in
+``.hangups``: the test of a cancelled request sees that its upstream call was really dropped.
 
 ``.requests`` holds what was received (path, JSON body, lower-cased headers) and ``.max_in_flight`` the
-most requests handled at once. ``refused_url`` is a base URL with nothing listening.
+most requests handled at once. ``refused_url`` is a base URL with nothing listening. The module is a
+pytest plugin (``pytest_plugins`` in ``tests/conftest.py``), so every test folder has both fixtures.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -51,6 +58,7 @@ class ScriptedServer:
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
         self.max_in_flight = 0
+        self.hangups = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._script: deque[Behaviour] = deque()
@@ -105,11 +113,19 @@ class ScriptedServer:
         with self._lock:
             self.in_flight -= 1
 
-    def _wait(self, seconds: float) -> None:
-        """Sleep ``seconds`` in short steps, ending early when the server stops."""
+    def _wait(self, seconds: float, connection: socket.socket | None = None) -> bool:
+        """Sleep ``seconds`` in short steps, ending early when the server stops or the client on
+        ``connection`` hangs up (counted in ``hangups``; then False is returned)."""
         deadline = time.monotonic() + seconds
         while not self._stop.is_set() and time.monotonic() < deadline:
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            step = min(0.05, max(0.0, deadline - time.monotonic()))
+            if connection is None:
+                time.sleep(step)
+            elif select.select([connection], [], [], step)[0] and not connection.recv(1, socket.MSG_PEEK):
+                with self._lock:
+                    self.hangups += 1
+                return False
+        return True
 
 
 class _Server(ThreadingHTTPServer):
@@ -146,11 +162,15 @@ class _Handler(BaseHTTPRequestHandler):
     def _act(self, behaviour: Behaviour, body: dict[str, Any]) -> None:
         kind, arg = behaviour if isinstance(behaviour, tuple) else (behaviour, None)
         if kind == "ok":
-            self.server.scripted._wait(float(arg or 0))
-            self._ok(body)
+            if self.server.scripted._wait(float(arg or 0), self.connection):
+                self._ok(body)
         elif kind == "hang":
-            self.server.scripted._wait(float(arg))
+            self.server.scripted._wait(float(arg), self.connection)
             self.close_connection = True
+        elif kind == "say":
+            self._ok(body, text=str(arg))
+        elif kind == "stream_then_close":
+            self._ok({**body, "stream": True}, cut_after=int(arg))
         elif kind == "close":
             self.close_connection = True
         elif kind == "garbage":
@@ -165,10 +185,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise ValueError(f"unknown scripted behaviour {behaviour!r}")
 
-    def _ok(self, body: dict[str, Any]) -> None:
+    def _ok(self, body: dict[str, Any], cut_after: int | None = None, text: str | None = None) -> None:
         chat = self.path.rstrip("/").endswith("/chat/completions")
         source = _prompt_of(body, chat)
-        words = re.findall(r"\S+\s*", f"echo: {source}")  # each word with the whitespace after it
+        answer = f"echo: {source}" if text is None else text
+        words = re.findall(r"\S+\s*", answer)  # each word with the whitespace after it
         limit = int(body.get("max_tokens") or len(words) or 1)
         finish = "length" if len(words) > limit else "stop"
         words = words[:limit]
@@ -176,7 +197,7 @@ class _Handler(BaseHTTPRequestHandler):
             words[-1] = words[-1].rstrip()
         text = "".join(words)
         if body.get("stream"):
-            self._stream(words, chat, finish)
+            self._stream(words, chat, finish, cut_after)
             return
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
         if chat:
@@ -190,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
             200, {"id": "x", "object": obj, "model": body.get("model"), "choices": [choice], "usage": usage}
         )
 
-    def _stream(self, words: list[str], chat: bool, finish: str) -> None:
+    def _stream(self, words: list[str], chat: bool, finish: str, cut_after: int | None = None) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -198,9 +219,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True  # HTTP/1.0: the body ends when the socket closes
         if chat:
             self._event({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
-        for piece in words:
+        for piece in words[:cut_after]:
             field = {"delta": {"content": piece}} if chat else {"text": piece}
             self._event({"choices": [{"index": 0, **field, "finish_reason": None}]})
+        if cut_after is not None:
+            return  # the connection closes mid-answer
         end = {"delta": {}} if chat else {"text": ""}
         self._event({"choices": [{"index": 0, **end, "finish_reason": finish}]})
         self.wfile.write(b"data: [DONE]\n\n")
