@@ -313,6 +313,7 @@ class OpenAIBackend(Backend):
             if text:
                 yield text
             return
+        finished = False
         try:
             async for line in response.aiter_lines():
                 payload = _sse_data(line)
@@ -320,15 +321,19 @@ class OpenAIBackend(Backend):
                     continue
                 if payload == "[DONE]":
                     return
-                piece = self._delta(payload)
+                piece, finish_reason = self._delta(payload)
+                finished = finished or finish_reason is not None
                 if piece:
                     yield piece
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
+        if not finished:
+            raise BackendResponseError(f"stream from {self.url} ended mid-answer (no finish_reason, no [DONE])")
         log.debug("%s: stream from %s ended without [DONE]", self.name, self.url)
 
-    def _delta(self, payload: str) -> str | None:
-        """The text of one SSE chunk: ``choices[0].delta.content`` (chat) or ``choices[0].text``."""
+    def _delta(self, payload: str) -> tuple[str | None, str | None]:
+        """The text of one SSE chunk (``choices[0].delta.content`` in chat mode, ``choices[0].text``
+        in completion mode) and its ``finish_reason`` (None until the last chunk)."""
         try:
             chunk = json.loads(payload)
         except ValueError:
@@ -337,11 +342,12 @@ class OpenAIBackend(Backend):
             raise BackendResponseError(f"stream from {self.url} failed: {self._redact(_error_text(chunk))}")
         choice = _first_choice(chunk)
         if not choice:
-            return None  # usage-only or keep-alive chunks carry no text
+            return None, None  # usage-only or keep-alive chunks carry no text
+        finish_reason = choice.get("finish_reason")
         if self.mode == "chat":
             delta = choice.get("delta")
-            return delta.get("content") if isinstance(delta, dict) else None
-        return choice.get("text")
+            return (delta.get("content") if isinstance(delta, dict) else None), finish_reason
+        return choice.get("text"), finish_reason
 
     def _redact(self, text: str) -> str:
         """``text`` with the API key, should a server echo it, replaced by ``***``."""

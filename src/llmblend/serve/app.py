@@ -212,9 +212,15 @@ def _add_v1_routes(app: FastAPI, state: GatewayState) -> None:
         job = ChatJob(completion_id(), body.model, body.prompt, body.overrides())
         stream = ChatStream(job, body.llmblend.details, body.include_usage)
         if body.stream and profile is None:
-            return await stream.relay(state.gate, _proxy_pieces(gateway, job), limits.deadline_s)
+            return await stream.relay(
+                state.gate, _proxy_pieces(gateway, job), limits.deadline_s, lambda: _disconnect(request)
+            )
         if body.stream:
-            return await stream.respond(state.gate, lambda progress: _answer(gateway, job, progress, state))
+            return await stream.respond(
+                state.gate,
+                lambda progress: _answer(gateway, job, progress, state),
+                lambda: _disconnect(request),
+            )
         outcome = await _until_disconnected(request, _held(state, _answer(gateway, job, Progress(), state)))
         return stream.completion(outcome)
 
@@ -313,18 +319,18 @@ async def _log_traffic(gateway: Gateway, job: ChatJob, outcome: Outcome) -> None
     from llmblend.serve.traffic import blend_record
 
     result = outcome.result
-    record = blend_record(
-        job.id,
-        job.prompt,
-        result.candidates,
-        answer=outcome.text,
-        returned=result.returned,
-        profile=job.model,
-        created=job.created,
-    )
     try:
+        record = blend_record(
+            job.id,
+            job.prompt,
+            result.candidates,
+            answer=outcome.text,
+            returned=result.returned,
+            profile=job.model,
+            created=job.created,
+        )
         await asyncio.to_thread(gateway.traffic.append, record)
-    except OSError:
+    except (OSError, ValueError):
         log.exception("could not append to the traffic log; the answer is still returned")
 
 

@@ -78,30 +78,53 @@ class ChatStream:
         return events
 
     async def respond(
-        self, gate: ConcurrencyGate, work: Callable[[Progress], Awaitable[Outcome]]
+        self,
+        gate: ConcurrencyGate,
+        work: Callable[[Progress], Awaitable[Outcome]],
+        disconnected: Callable[[], Awaitable[None]],
     ) -> StreamingResponse:
         """Start ``work`` (holding a place in ``gate``) and stream its events; an error before the
         first event is raised here, as an HTTP status."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
         progress = Progress(sink=self._sink(queue) if self.details else None)
+        if self.details:  # the stream opens at once, so a client sees a live answer
+            queue.put_nowait(self._chunk(delta={"role": "assistant", "content": ""}))
         producer = asyncio.create_task(self._produce(gate, work, progress, queue))
-        first = await queue.get()
-        if isinstance(first, GatewayError):
-            raise first
-        return StreamingResponse(
-            self._drain(first, queue, producer),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return await self._open(queue, producer, disconnected)
 
     async def relay(
-        self, gate: ConcurrencyGate, text_pieces: Callable[[], AsyncIterator[str]], deadline_s: float
+        self,
+        gate: ConcurrencyGate,
+        text_pieces: Callable[[], AsyncIterator[str]],
+        deadline_s: float,
+        disconnected: Callable[[], Awaitable[None]],
     ) -> StreamingResponse:
         """Stream a backend's answer as it writes it (a proxied model); a failure before its first
         piece is raised here (502), a later one ends the stream with an error event."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
         producer = asyncio.create_task(self._relay(gate, text_pieces, deadline_s, queue))
-        first = await queue.get()
+        return await self._open(queue, producer, disconnected)
+
+    async def _open(
+        self,
+        queue: asyncio.Queue[Any],
+        producer: asyncio.Task[None],
+        disconnected: Callable[[], Awaitable[None]],
+    ) -> StreamingResponse:
+        """The response once the first event is in (an error before it is raised as a status). Until
+        then a client that hangs up cancels ``producer`` here; once the response streams, Starlette
+        notices the hang-up and cancels :meth:`_drain`, which cancels ``producer``."""
+        watcher = asyncio.ensure_future(disconnected())
+        first_event = asyncio.ensure_future(queue.get())
+        try:
+            await asyncio.wait({watcher, first_event}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+        if not first_event.done():
+            first_event.cancel()
+            producer.cancel()
+            raise GatewayError(499, "the client closed the request", code="client_closed")
+        first = first_event.result()
         if isinstance(first, GatewayError):
             raise first
         return StreamingResponse(
@@ -144,13 +167,7 @@ class ChatStream:
             await queue.put(_END)
 
     def _sink(self, queue: asyncio.Queue[Any]) -> Callable[[dict[str, Any]], Awaitable[None]]:
-        opened = False
-
         async def tell(event: dict[str, Any]) -> None:
-            nonlocal opened
-            if not opened:  # the stream opens with the role, so clients see a live answer at once
-                opened = True
-                await queue.put(self._chunk(delta={"role": "assistant", "content": ""}))
             await queue.put(self._chunk(details=event))
 
         return tell
@@ -178,7 +195,10 @@ class ChatStream:
             await queue.put(_END)
 
     async def _drain(
-        self, first: bytes, queue: asyncio.Queue[Any], producer: asyncio.Task[None]
+        self,
+        first: bytes,
+        queue: asyncio.Queue[Any],
+        producer: asyncio.Task[None],
     ) -> AsyncIterator[bytes]:
         try:
             item = first

@@ -13,14 +13,16 @@ as records that llmblend's own readers take back (LLM-Blender §2, §3.1: more j
   format from its first record, so a file mixing the two formats would be misread.
 
 Writes: the encoded line (or all the lines of one judgement) goes to the file in a single
-``os.write`` on an ``O_APPEND`` descriptor, under a per-file lock, so threads never interleave and a
-crash never leaves half a line from this process. No fsync by default (what was written survives a
-process crash, not a power cut); ``fsync=True`` syncs each write. One log object per file per process.
+``os.write`` on an ``O_APPEND`` descriptor, under a per-file lock: threads never interleave, and a
+process crash cannot fall between two halves of a line (a loop finishes only a short write). No
+fsync by default (what was written survives a process crash, not a power cut); ``fsync=True``
+syncs each write. One log object per file per process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import math
@@ -104,7 +106,7 @@ class _LineFile:
         if not older:
             self.path.unlink(missing_ok=True)
             return
-        for source, target in reversed(list(zip(older[:-1], older[1:], strict=True))):
+        for source, target in reversed(list(itertools.pairwise(older))):
             if source.exists():
                 os.replace(source, target)
         os.replace(self.path, older[0])
@@ -411,7 +413,9 @@ class FeedbackLog:
         self, path: str | Path, *, ratings_path: str | Path | None = None, fsync: bool = False
     ) -> None:
         self.path = Path(path)
-        self.ratings_path = Path(ratings_path) if ratings_path is not None else self.path.with_name(RATINGS_FILE)
+        self.ratings_path = (
+            Path(ratings_path) if ratings_path is not None else self.path.with_name(RATINGS_FILE)
+        )
         if self.ratings_path.resolve() == self.path.resolve():
             raise ValueError(
                 f"the feedback file {self.path} is also the ratings file: name it otherwise or give "
@@ -423,7 +427,9 @@ class FeedbackLog:
     def add_preference(self, record: dict[str, Any], preferred: int | str) -> int:
         """Append :func:`feedback_pairs` (all in one write); return how many pairs were written."""
         created = time.time()
-        pairs = [{**record_from_pair(p), "llmblend_created": created} for p in feedback_pairs(record, preferred)]
+        pairs = [
+            {**record_from_pair(p), "llmblend_created": created} for p in feedback_pairs(record, preferred)
+        ]
         if pairs:
             self._pairs.append(encode_lines(pairs))
         log.debug("feedback on %s: %d preference pairs", record.get("id"), len(pairs))
