@@ -8,6 +8,7 @@ import time
 import httpx
 import openai
 import pytest
+
 from serve_helpers import scripted_config
 
 GOOD = "Bronze is copper and tin."

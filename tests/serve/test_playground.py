@@ -111,9 +111,7 @@ def test_a_blend_shows_candidates_ranks_and_the_answer(
     shutil.copyfile(tmp_path / "playground.png", BUILD / "playground.png")
 
 
-def test_a_wrong_api_key_shows_the_401_message(
-    scripted_server, live_gateway, page, tmp_path: Path
-) -> None:
+def test_a_wrong_api_key_shows_the_401_message(scripted_server, live_gateway, page, tmp_path: Path) -> None:
     live = live_gateway(scripted_config(scripted_server), api_keys=("k1",))
     page.goto(live.base_url + "/")
     page.wait_for_selector("#error:visible")  # listing the models without a key is refused too
@@ -135,3 +133,17 @@ def test_a_wrong_api_key_shows_the_401_message(
     page.wait_for_selector("#status[data-state=done]")
     assert page.locator("#error").is_hidden()
     assert page.text_content("#answer") == "echo: ping"
+
+
+def test_a_backend_name_streams_its_answer_without_candidates(scripted_server, live_gateway, page) -> None:
+    live = live_gateway(scripted_config(scripted_server))
+    page.goto(live.base_url + "/")
+    page.wait_for_selector("#model[data-loaded=true]", state="attached")
+    page.select_option("#model", "beta")
+    page.fill("#prompt", "one two three")
+    page.click("#send")
+    page.wait_for_selector("#status[data-state=done]")
+    assert page.text_content("#answer") == "echo: one two three"
+    assert page.locator(".candidate").count() == 0
+    assert page.text_content("#returned") == "proxied backend: beta"
+    assert [r.body["model"] for r in scripted_server.requests] == ["beta"]

@@ -10,6 +10,7 @@ answer it, request-validation errors, unknown routes and any unexpected exceptio
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def too_large(limit: int) -> GatewayError:
 
 
 def rate_limited(retry_after_s: float) -> GatewayError:
-    seconds = max(1, round(retry_after_s + 0.5))
+    seconds = max(1, math.ceil(retry_after_s - 1e-9))
     return GatewayError(
         429,
         f"rate limit reached for this API key; retry after {seconds} s",
