@@ -311,3 +311,26 @@ def test_the_ranker_training_reader_takes_the_feedback(logged_feedback) -> None:
     first = pair_set.pairs[0]
     assert first.labels == (1,) and first.query.source == "question 0?"
     assert first.query.first == by_id["chatcmpl-0"].candidate("alpha").text
+
+
+def test_llmblend_train_pool_takes_the_feedback_alone_and_ranks_by_strength(
+    logged_feedback, tmp_path
+) -> None:
+    from llmblend.rank.pool_ranker import PoolRanker
+    from llmblend.types import Candidate, Example
+
+    _, feedback = logged_feedback
+    out = tmp_path / "pool.json"
+    result = CliRunner().invoke(app, ["train", "pool", str(feedback), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "strengths alone" in result.output
+    ranker = PoolRanker(PoolModel.load(out), lambda: pytest.fail("no PairRanker is needed"))
+    example = Example(
+        "q", "Which metal?", candidates=[Candidate(m, f"{m} says tin.") for m in ("gamma", "alpha", "beta")]
+    )
+    (ranking,) = ranker.rank([example])
+    assert [example.candidates[i].model for i in ranking.order] == ["alpha", "beta", "gamma"]
+    refused = CliRunner().invoke(
+        app, ["train", "pool", str(feedback), "--terms", "pool,length", "--out", str(out)]
+    )
+    assert refused.exit_code != 0 and "--oracle" in refused.output

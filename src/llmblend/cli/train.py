@@ -188,16 +188,19 @@ def train_pool_command(
     ],
     out: Annotated[Path, typer.Option(help="The pool file to write (JSON).")],
     oracle: Annotated[
-        str,
-        typer.Option(help="The score field of MixInstruct candidates that judges them, e.g. gpt4_win."),
-    ],
+        str | None,
+        typer.Option(
+            help="The score field of MixInstruct candidates that judges them, e.g. gpt4_win. Without it "
+            "(preference pairs only, such as the gateway's feedback) the pool ranks by strengths alone."
+        ),
+    ] = None,
     terms: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Comma-separated terms to combine: pool, length, consensus, rel_length, ranker "
-            "(ranker needs --calibrate)."
+            "(ranker needs --calibrate). Default: pool,length,consensus,rel_length."
         ),
-    ] = "pool,length,consensus,rel_length",
+    ] = None,
     categories: Annotated[
         bool, typer.Option(help="Per-category strengths, the category being the id's prefix before '/'.")
     ] = False,
@@ -223,7 +226,7 @@ def train_pool_command(
     features (each instruction described by a pool that never saw it) and chosen by cross-validated
     top-1. `llmblend rank --pool OUT` uses the result.
     """
-    from llmblend.train.pool import PoolSettings, train_pool_file
+    from llmblend.train.pool import DEFAULT_TERMS, PoolSettings, train_pool_file
 
     with user_errors():
         settings = PoolSettings(oracle=oracle, categories=categories, prior_scale=prior_scale)
@@ -232,7 +235,9 @@ def train_pool_command(
                 files,
                 out,
                 settings=settings,
-                terms=tuple(t.strip() for t in terms.split(",") if t.strip()),
+                terms=DEFAULT_TERMS
+                if terms is None
+                else tuple(t.strip() for t in terms.split(",") if t.strip()),
                 calibrate=calibrate,
                 model=model,
                 progress=start,
@@ -241,6 +246,15 @@ def train_pool_command(
     combination = pool.combination or {}
     fitted = combination.get("fitted_on", {})
     curve = fitted.get("cv_top1_by_threshold", {})
+    if oracle is None:
+        console.print(
+            f"pool of {len(pool.strengths)} models from {pool.fitted_on.get('comparisons')} comparisons; "
+            f"strongest: {', '.join(f'{m} ({pool.strengths[m]:+.2f})' for m in top)}; no --oracle: "
+            f"ranks by strengths alone; wrote {out}",
+            highlight=False,
+            markup=False,
+        )
+        return
     console.print(
         f"pool of {len(pool.strengths)} models from {pool.fitted_on.get('comparisons')} comparisons; "
         f"strongest: {', '.join(f'{m} ({pool.strengths[m]:+.2f})' for m in top)}; "

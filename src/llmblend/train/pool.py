@@ -331,6 +331,15 @@ def ranker_matrices(
     return out
 
 
+#: Without an oracle score (preference pairs only, e.g. the gateway's feedback) there is nothing to
+#: cross-fit: the pool term alone at its Bradley–Terry scale, so the pick is the strongest known model.
+STRENGTHS_ONLY = Combination(
+    weights={"pool": 1.0},
+    threshold=0.5,
+    fitted_on={"source": "strengths only (no --oracle): the pool term at its Bradley-Terry scale"},
+)
+
+
 def train_pool_file(
     files: Sequence[str | Path],
     out: str | Path,
@@ -346,7 +355,11 @@ def train_pool_file(
     data = JudgedData.read(files)
     pool = fit_pool_from(data, settings)
     if settings.oracle is None:
-        raise LlmblendError("fitting the combination needs --oracle: the score that judges the examples")
+        if calibrate is not None or set(terms) != set(DEFAULT_TERMS):
+            raise LlmblendError("--terms and --calibrate need --oracle: the score that judges the examples")
+        pool = pool.with_combination(STRENGTHS_ONLY.to_dict())
+        pool.save(out)
+        return pool
     length_scale = length_scale_of(data.examples)
     embed = _embedder() if "consensus" in terms else None
     if calibrate is None:
