@@ -30,12 +30,12 @@ def serve_command(
         typer.Option(
             "--config",
             "-c",
-            help="serve.yaml (see configs/serve.example.yaml); default: the packaged local models, the "
-            "shipped ranker and fuser, offline.",
+            help="A serve.yaml (the README's Serving section shows one); default: the packaged local "
+            "models, the shipped ranker and fuser, offline.",
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="The port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(help="The port to listen on.")] = 8000,
     api_key_env: Annotated[
         str | None,
         typer.Option(
@@ -46,7 +46,7 @@ def serve_command(
         Path | None, typer.Option(help="A file of API keys clients must send, one per line.")
     ] = None,
     insecure: Annotated[
-        bool, typer.Option(help="Allow listening on a non-loopback address without API keys.")
+        bool, typer.Option("--insecure", help="Allow listening on a non-loopback address without API keys.")
     ] = False,
     grace: Annotated[
         float,
@@ -64,6 +64,8 @@ def serve_command(
     Keys are compared in constant time and never logged.
     """
     with user_errors():
+        if not 0 <= port <= 65535:
+            raise ValueError(f"--port {port} is not a TCP port (0 to 65535)")
         try:
             import uvicorn
 
