@@ -198,7 +198,7 @@ def train_pool_command(
         str | None,
         typer.Option(
             help="Comma-separated terms to combine: pool, length, consensus, rel_length, ranker "
-            "(ranker needs --calibrate). Default: pool,length,consensus,rel_length."
+            "(ranker needs --calibrate). Default: all but ranker."
         ),
     ] = None,
     categories: Annotated[
