@@ -121,8 +121,10 @@ def test_a_streaming_client_that_hangs_up_cancels_the_upstream_calls(scripted_se
     body["llmblend"] = {"details": True}  # the stream opens at once; then the client leaves
     with httpx.stream("POST", f"{live.v1}/chat/completions", json=body, timeout=5.0) as response:
         assert response.status_code == 200
-        next(response.iter_lines())
+        lines = response.iter_lines()  # held: a dropped iterator closes the response at once
+        next(lines)
         assert _wait_for(lambda: len(scripted_server.requests) == 2)  # both upstream calls are out
+        assert scripted_server.hangups == 0  # still connected: nothing is cancelled yet
     assert _wait_for(lambda: scripted_server.hangups == 2), f"upstream hangups: {scripted_server.hangups}"
 
 

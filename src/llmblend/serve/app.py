@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from llmblend.errors import MissingExtraError
+from llmblend.errors import BackendError, MissingExtraError
 from llmblend.serve.config import ServeConfig
 from llmblend.serve.errors import (
     GatewayError,
@@ -40,7 +40,17 @@ from llmblend.serve.protocol import (
     completion_id,
     model_list_body,
 )
-from llmblend.serve.run import ChatJob, Outcome, Progress, failures, fallback_outcome, run_profile, run_proxy
+from llmblend.serve.ranking import compare_answers, rank_candidates, record_feedback
+from llmblend.serve.run import (
+    ChatJob,
+    Outcome,
+    Progress,
+    failures,
+    fallback_outcome,
+    request_params,
+    run_profile,
+    run_proxy,
+)
 from llmblend.serve.streaming import ChatStream
 
 log = logging.getLogger(__name__)
@@ -218,17 +228,15 @@ def _add_v1_routes(app: FastAPI, state: GatewayState) -> None:
         if body.stream:
             return await stream.respond(
                 state.gate,
-                lambda progress: _answer(gateway, job, progress, state),
+                lambda progress: _answer(gateway, job, progress),
                 lambda: _disconnect(request),
             )
-        outcome = await _until_disconnected(request, _held(state, _answer(gateway, job, Progress(), state)))
+        outcome = await _until_disconnected(request, _held(state, _answer(gateway, job, Progress())))
         return stream.completion(outcome)
 
     @app.post("/v1/rank")
     async def rank(body: RankRequest, who: str = Depends(client)) -> dict[str, Any]:
         gateway = await state.ready_gateway()
-        from llmblend.serve.ranking import rank_candidates
-
         if len(body.candidates) > limits.max_candidates:
             raise bad_request(
                 f"{len(body.candidates)} candidates; at most {limits.max_candidates} per request",
@@ -239,15 +247,11 @@ def _add_v1_routes(app: FastAPI, state: GatewayState) -> None:
     @app.post("/v1/compare")
     async def compare(body: CompareRequest, who: str = Depends(client)) -> dict[str, Any]:
         gateway = await state.ready_gateway()
-        from llmblend.serve.ranking import compare_answers
-
         return await compare_answers(gateway, body)
 
     @app.post("/v1/feedback")
     async def feedback(body: FeedbackRequest, who: str = Depends(client)) -> dict[str, Any]:
         gateway = await state.ready_gateway()
-        from llmblend.serve.ranking import record_feedback
-
         return await record_feedback(gateway, body)
 
 
@@ -271,7 +275,7 @@ async def _held(state: GatewayState, work: Coroutine[Any, Any, Outcome]) -> Outc
         work.close()  # never started when the gate refused
 
 
-async def _answer(gateway: Gateway, job: ChatJob, progress: Progress, state: GatewayState) -> Outcome:
+async def _answer(gateway: Gateway, job: ChatJob, progress: Progress) -> Outcome:
     """A request's outcome within the deadline (504, or the best answer so far when configured);
     502 when every backend failed."""
     limits = gateway.config.limits
@@ -293,11 +297,21 @@ async def _answer(gateway: Gateway, job: ChatJob, progress: Progress, state: Gat
 
 
 def _proxy_pieces(gateway: Gateway, job: ChatJob) -> Callable[[], AsyncIterator[str]]:
-    from llmblend.serve.run import request_params
 
     slot = gateway.slots[job.model][0]
     (params,) = request_params([slot], job.overrides)
-    return lambda: slot.backend.stream(job.prompt, params)
+    calls = gateway.metrics.upstream
+
+    async def counted() -> AsyncIterator[str]:
+        try:
+            async for piece in slot.backend.stream(job.prompt, params):
+                yield piece
+        except BackendError:
+            calls.labels(job.model, "failed").inc()
+            raise
+        calls.labels(job.model, "ok").inc()
+
+    return counted
 
 
 def _proxy_outcome(name: str, generation: Any) -> Outcome:
