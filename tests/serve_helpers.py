@@ -1,11 +1,11 @@
 """A live gateway for tests: uvicorn on 127.0.0.1 and a free port, in a thread of the test process.
 
 Importable from any test (``tests`` is on ``pythonpath``); ``tests/serve/conftest.py`` makes the
-``live_gateway`` fixture of it. ``live_gateway(settings)`` starts
-:func:`~llmblend.serve.app.create_app` under uvicorn, waits until ``/ready`` answers 200 and gives a :class:`LiveGateway` (its ``base_url`` and an ``openai`` SDK
-client); every gateway a test started is stopped at teardown. ``scripted_config(server, ...)`` is a
-serve config whose backends ``alpha`` and ``beta`` are the scripted OpenAI-compatible server, ranked
-longest-first with no fuser unless the test says otherwise.
+``live_gateway`` fixture of it. ``start_gateway(settings)`` starts
+:func:`~llmblend.serve.app.create_app` under uvicorn, waits until ``/ready`` answers 200 and gives
+a :class:`LiveGateway` (its ``base_url`` and an ``openai`` SDK client). ``scripted_config(server)``
+is a serve config whose backends ``alpha`` and ``beta`` are the scripted OpenAI-compatible server,
+ranked longest-first with no fuser unless the test says otherwise.
 """
 
 from __future__ import annotations

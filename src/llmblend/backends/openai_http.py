@@ -328,7 +328,9 @@ class OpenAIBackend(Backend):
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
         if not finished:
-            raise BackendResponseError(f"stream from {self.url} ended mid-answer (no finish_reason, no [DONE])")
+            raise BackendResponseError(
+                f"stream from {self.url} ended mid-answer (no finish_reason, no [DONE])"
+            )
         log.debug("%s: stream from %s ended without [DONE]", self.name, self.url)
 
     def _delta(self, payload: str) -> tuple[str | None, str | None]:
