@@ -4,27 +4,32 @@ the first token streamed, and what cross-request batching does for a real PairRa
     .venv/bin/python bench/bench_gateway.py [--n 500] [--concurrency 1,8,32] [--local]
 
 Three kinds of process, so that no one's CPU hides in another's figures: this one (the load
-generator, ``httpx.AsyncClient`` with pre-encoded bodies), the gateway (``llmblend.serve`` under
-uvicorn on 127.0.0.1, started as ``bench_gateway.py _gateway``) and a minimal OpenAI-compatible
-upstream (raw asyncio HTTP/1.1 with keep-alive, written here rather than tests/scripted_http.py,
-whose thread-per-request HTTP/1.0 server would dominate the figures; ``bench_gateway.py
-_upstream``). The upstream answers a fixed text per model at once, or, in the streaming part,
-``--stream-pieces`` pieces ``--stream-gap-ms`` apart (and a non-streamed answer after the same
-total time).
+generator: C workers, each with an ``httpx.AsyncClient`` of its own, pre-encoded bodies), the
+gateway (``llmblend.serve`` under uvicorn on 127.0.0.1, started as ``bench_gateway.py _gateway``)
+and a minimal OpenAI-compatible upstream (raw asyncio HTTP/1.1 with keep-alive, ``bench_gateway.py
+_upstream``; written here rather than tests/scripted_http.py, whose thread-per-request HTTP/1.0
+server would dominate the figures). The upstream answers a fixed text per model at once, or, in
+the streaming part, ``--stream-pieces`` pieces ``--stream-gap-ms`` apart (and a non-streamed
+answer after the same total time).
 
 Parts:
 
 1. Overhead: 3 backends on the fast upstream, ranker ``longest`` (no model), no fuser; N requests
-   at each concurrency C to model ``rank`` (default batching: 5 ms window), ``rank`` with batching
-   off, a proxied backend, and the upstream directly (the baseline). Overhead = gateway latency −
-   upstream latency at C=1.
+   at each concurrency C to model ``rank`` (default batching: at once when the ranker is idle,
+   gathered while it is busy), ``rank`` with batching off, a proxied backend, and the upstream
+   directly (the baseline). Overhead = gateway latency − upstream latency at C=1.
 2. Streaming: time to the first content token of ``rank`` (streamed once settled: ≈ the blend's
    time) vs a streamed proxy (pieces relayed as the upstream writes them).
 3. Batching: the shipped PairRanker (MiniLM) on runtime ``onnx`` (batched forwards) and
    ``onnx-int8`` (one pair per forward), 4 candidates per request via ``rank``, at concurrency 8,
-   batching on (window 5 ms, max 16) vs off (window 0, max 1); pairs/s from ``llmblend.n_forward``.
+   batching on (the default: gathered while the ranker is busy, max 16) vs off (max 1); pairs/s
+   from ``llmblend.n_forward``.
 4. ``--local``: the embedded default config (the packaged llama.cpp models, the shipped ranker),
    fuser none, a few short requests.
+
+Every gateway gets limits well above the load (``max_concurrent`` 2×C, ``max_queue`` 4×C) and
+backends with ``concurrency`` 2×C (the default of 4 in flight per backend would queue requests
+inside the gateway), so errors must be 0; any are counted by status.
 
 Latencies are client-side wall times of successful requests; CPU ms/req is each process's user +
 system CPU over the run divided by the requests (``/proc/PID/stat``); RSS is ``/proc/PID/status``
@@ -337,42 +342,59 @@ def percentiles(latencies: list[float]) -> tuple[float, float, float, float]:
     return float(p50), float(p95), float(p99), float(values.mean())
 
 
-async def fire(
-    url: str,
-    bodies: list[bytes],
-    concurrency: int,
-    *,
-    on_json=None,
-    timeout_s: float = 600.0,
-) -> tuple[list[float], Counter, float]:
-    """POST every body, ``concurrency`` at a time: latencies of 200s, statuses of the rest, wall s."""
+_CLIENTS: list[Any] = []
+
+
+def clients(n: int) -> list[Any]:
+    """``n`` clients with one keep-alive connection each, made once and kept between runs (making
+    one builds an SSL context: ~20 ms of CPU that would land inside the first requests)."""
     import httpx
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    while len(_CLIENTS) < n:
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        _CLIENTS.append(httpx.AsyncClient(limits=limits, timeout=600.0))
+    return _CLIENTS[:n]
+
+
+async def close_clients() -> None:
+    for client in _CLIENTS:
+        await client.aclose()
+    _CLIENTS.clear()
+
+
+async def fire(
+    url: str, bodies: list[bytes], concurrency: int, *, on_json=None
+) -> tuple[list[float], Counter, float]:
+    """POST every body, ``concurrency`` at a time: latencies of 200s, statuses of the rest, wall s.
+
+    Each worker has a client of its own: one shared ``httpx.AsyncClient`` with 32 connections
+    costs ~3.4 ms CPU per request here instead of ~1.3 (its pool's bookkeeping grows with the
+    connections; encode/httpx#3215), and the load generator, not the gateway, would set the pace."""
+    import httpx
+
     latencies: list[float] = []
     failures: Counter = Counter()
     todo = iter(bodies)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout_s) as client:
 
-        async def worker() -> None:
-            for body in todo:
-                started = time.perf_counter()
-                try:
-                    response = await client.post(url, content=body, headers=JSON_HEADERS)
-                except httpx.HTTPError as exc:
-                    failures[type(exc).__name__] += 1
-                    continue
-                if response.status_code != 200:
-                    failures[str(response.status_code)] += 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-                if on_json is not None:
-                    on_json(response.json())
+    async def worker(client: httpx.AsyncClient) -> None:
+        for body in todo:
+            started = time.perf_counter()
+            try:
+                response = await client.post(url, content=body, headers=JSON_HEADERS)
+            except httpx.HTTPError as exc:
+                failures[type(exc).__name__] += 1
+                continue
+            if response.status_code != 200:
+                failures[str(response.status_code)] += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+            if on_json is not None:
+                on_json(response.json())
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
-    return latencies, failures, wall
+    pool = clients(concurrency)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(client) for client in pool))
+    return latencies, failures, time.perf_counter() - started
 
 
 async def measured(
@@ -388,13 +410,15 @@ async def measured(
     """Warm up (not counted), then fire ``bodies`` and fill ``run`` with the figures."""
     if warmup:
         await fire(url, warmup, run.concurrency)
+    batches = batch_metrics(gateway) if gateway else None
     mem_before = memory_kb(gateway.proc.pid) if gateway else None
     server_cpu = cpu_s(gateway.proc.pid) if gateway else 0.0
     upstream_cpu = sum(cpu_s(u.proc.pid) for u in upstreams)
     client_cpu = time.process_time()
     latencies, failures, wall = await fire(url, bodies, run.concurrency, on_json=on_json)
     run.client_cpu_ms = 1000 * (time.process_time() - client_cpu) / len(bodies)
-    run.upstream_cpu_ms = 1000 * (sum(cpu_s(u.proc.pid) for u in upstreams) - upstream_cpu) / len(bodies)
+    if upstreams:
+        run.upstream_cpu_ms = 1000 * (sum(cpu_s(u.proc.pid) for u in upstreams) - upstream_cpu) / len(bodies)
     if gateway is not None:
         run.server_cpu_ms = 1000 * (cpu_s(gateway.proc.pid) - server_cpu) / len(bodies)
         mem_after = memory_kb(gateway.proc.pid)
@@ -407,6 +431,10 @@ async def measured(
             if d_rss <= 256 and d_hwm <= 256
             else f"RSS {d_rss / 1024:+.1f} MiB, peak {d_hwm / 1024:+.1f} MiB"
         )
+        after = batch_metrics(gateway)
+        calls, examples = after[0] - batches[0], after[1] - batches[1]
+        if calls:
+            run.extra.update(ranker_calls=int(calls), examples_per_call=examples / calls)
     run.ok, run.errors, run.wall_s = len(latencies), dict(failures), wall
     run.p50_ms, run.p95_ms, run.p99_ms, run.mean_ms = percentiles(latencies)
     run.rps = len(latencies) / wall if wall > 0 else 0.0
@@ -501,7 +529,7 @@ def limits_for(concurrency: int) -> dict[str, Any]:
 
 
 def batching(on: bool) -> dict[str, Any]:
-    return {"enabled": True, "window_ms": 5.0, "max_examples": 16} if on else {"enabled": False}
+    return {"enabled": True, "window_ms": 0.0, "max_examples": 16} if on else {"enabled": False}
 
 
 async def part_overhead(args: argparse.Namespace, logs: Path) -> list[Run]:
@@ -519,7 +547,7 @@ async def part_overhead(args: argparse.Namespace, logs: Path) -> list[Run]:
             )
             print_progress(run)
         for label, batch_on, models, tag in (
-            ("longest, batching 5 ms", True, ["rank", "alpha"], "batching"),
+            ("longest, batching on", True, ["rank", "alpha"], "batching"),
             ("longest, batching off", False, ["rank"], "no-batching"),
         ):
             config = {
@@ -628,10 +656,12 @@ def ranker_config(upstream: Child, names: list[str], runtime: str, on: bool, c: 
     }
 
 
-def batch_metrics(text: str) -> tuple[float, float]:
-    """(count, sum) of the ranker batch-size histogram in a /metrics page."""
+def batch_metrics(gateway: Child) -> tuple[float, float]:
+    """(count, sum) of the gateway's ranker batch-size histogram (``/metrics``)."""
+    import httpx
+
     count = total = 0.0
-    for line in text.splitlines():
+    for line in httpx.get(f"{gateway.base}/metrics", timeout=30).text.splitlines():
         if line.startswith("llmblend_ranker_batch_examples_count"):
             count = float(line.split()[-1])
         elif line.startswith("llmblend_ranker_batch_examples_sum"):
@@ -640,8 +670,6 @@ def batch_metrics(text: str) -> tuple[float, float]:
 
 
 async def part_batching(args: argparse.Namespace, logs: Path) -> list[Run]:
-    import httpx
-
     answers = ranker_answers(args.rank_candidates)
     names = list(answers)
     upstream = start_upstream("upstream-ranker", logs, answers)
@@ -665,8 +693,8 @@ async def part_batching(args: argparse.Namespace, logs: Path) -> list[Run]:
                     bodies = [chat_body("rank", i, details=True) for i in range(args.rank_n)]
                     warmup = [chat_body("rank", 10_000 + i, details=True) for i in range(max(c, 8))]
                     await fire(url, warmup[:1], 1)  # the first forward builds or loads the ONNX graph
-                    before = batch_metrics(httpx.get(f"{gateway.base}/metrics").text)
-                    setup = f"{runtime}, " + ("batching 5 ms / 16" if on else "batching off")
+                    await fire(url, warmup[1:], c)
+                    setup = f"{runtime}, " + ("batching on / 16" if on else "batching off")
                     run = Run("batching", setup, "rank", c, args.rank_n)
                     await measured(
                         run,
@@ -674,20 +702,14 @@ async def part_batching(args: argparse.Namespace, logs: Path) -> list[Run]:
                         bodies,
                         gateway=gateway,
                         upstreams=[upstream],
-                        warmup=warmup[1:],
+                        warmup=[],
                         on_json=count,
                     )
-                    after = batch_metrics(httpx.get(f"{gateway.base}/metrics").text)
-                    # warm-up batches are inside `before`/`after` too; only the run's remain in the delta
-                    calls = after[0] - before[0]
-                    examples = after[1] - before[1]
-                    run.extra = {
-                        "pairs": int(sum(pairs)),
-                        "pairs_per_s": sum(pairs) / run.wall_s if run.wall_s else 0.0,
-                        "pairs_per_request": sum(pairs) / max(len(pairs), 1),
-                        "ranker_calls": int(calls),
-                        "examples_per_call": examples / calls if calls else 0.0,
-                    }
+                    run.extra.update(
+                        pairs=int(sum(pairs)),
+                        pairs_per_s=sum(pairs) / run.wall_s if run.wall_s else 0.0,
+                        pairs_per_request=sum(pairs) / max(len(pairs), 1),
+                    )
                     runs.append(run)
                     print_progress(run, f"{run.extra['pairs_per_s']:.1f} pairs/s")
                 finally:
@@ -713,7 +735,13 @@ async def part_local(args: argparse.Namespace, logs: Path) -> list[Run]:
                 bodies = [chat_body(model, i, max_tokens=args.local_max_tokens) for i in range(args.local_n)]
                 warmup = [chat_body(model, 1000 + i, max_tokens=args.local_max_tokens) for i in range(2)]
                 run = Run("local", "default config, fuser none", model, c, args.local_n)
-                await measured(run, url, bodies, gateway=gateway, upstreams=[], warmup=warmup)
+                tokens: list[int] = []
+
+                def count(data: dict[str, Any], tokens: list[int] = tokens) -> None:
+                    tokens.append(int(data["usage"]["completion_tokens"]))
+
+                await measured(run, url, bodies, gateway=gateway, upstreams=[], warmup=warmup, on_json=count)
+                run.extra["completion_tokens_per_s"] = sum(tokens) / run.wall_s if run.wall_s else 0.0
                 runs.append(run)
                 print_progress(run)
     finally:
@@ -737,6 +765,10 @@ def fmt_errors(errors: dict[str, int]) -> str:
     return "0" if not errors else ", ".join(f"{k}: {v}" for k, v in sorted(errors.items()))
 
 
+def fmt_rate(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
 def fmt_cpu(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -752,16 +784,18 @@ def fmt_mem(run: Run) -> str:
 def load_table(runs: list[Run]) -> list[str]:
     lines = [
         "| setup | model | C | ok/N | errors | p50 ms | p95 ms | p99 ms | req/s "
-        "| gateway CPU ms/req | upstream CPU ms/req | client CPU ms/req "
+        "| gateway CPU ms/req | upstream CPU ms/req | client CPU ms/req | examples/ranker call "
         "| gateway RSS MiB | gateway peak MiB | growth |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
     ]
     for r in runs:
+        per_call = r.extra.get("examples_per_call")
+        per_call = "-" if per_call is None else f"{per_call:.2f}"
         lines.append(
             f"| {r.setup} | {r.model} | {r.concurrency} | {r.ok}/{r.n} | {fmt_errors(r.errors)} "
-            f"| {r.p50_ms:.2f} | {r.p95_ms:.2f} | {r.p99_ms:.2f} | {r.rps:.0f} "
+            f"| {r.p50_ms:.2f} | {r.p95_ms:.2f} | {r.p99_ms:.2f} | {fmt_rate(r.rps)} "
             f"| {fmt_cpu(r.server_cpu_ms)} | {fmt_cpu(r.upstream_cpu_ms)} | {r.client_cpu_ms:.2f} "
-            f"| {fmt_mem(r)} |"
+            f"| {per_call} | {fmt_mem(r)} |"
         )
     return lines
 
@@ -840,13 +874,21 @@ def report(results: dict[str, Any]) -> None:
             e = r.extra
             print(
                 f"| {r.setup} | {r.concurrency} | {r.ok}/{r.n} | {fmt_errors(r.errors)} | {e['pairs']} "
-                f"| {e['pairs_per_request']:.1f} | {e['pairs_per_s']:.1f} | {e['ranker_calls']} "
-                f"| {e['examples_per_call']:.2f} | {r.p50_ms:.0f} | {r.p95_ms:.0f} | {r.rps:.2f} "
+                f"| {e['pairs_per_request']:.1f} | {e['pairs_per_s']:.1f} | {e.get('ranker_calls', 0)} "
+                f"| {e.get('examples_per_call', 0.0):.2f} | {r.p50_ms:.0f} | {r.p95_ms:.0f} | {r.rps:.2f} "
                 f"| {fmt_cpu(r.server_cpu_ms)} | {fmt_mem(r)} |"
             )
     if results.get("local"):
-        print("\n## --local: the embedded default config (packaged llama.cpp models), fuser none\n")
-        print("\n".join(load_table([Run(**r) for r in results["local"]])))
+        s = results["settings"]
+        print(
+            "\n## --local: the embedded default config (packaged llama.cpp models, shipped ranker), "
+            f"fuser none, max_tokens {s['local_max_tokens']}\n"
+        )
+        local = [Run(**r) for r in results["local"]]
+        print("\n".join(load_table(local)))
+        print("\n| model | C | completion tokens/s (all candidates) |\n|---|---:|---:|")
+        for r in local:
+            print(f"| {r.model} | {r.concurrency} | {r.extra.get('completion_tokens_per_s', 0.0):.1f} |")
 
 
 def parse_ints(text: str) -> list[int]:
@@ -876,6 +918,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.local:
         print("local ...", flush=True)
         results["local"] = [asdict(r) for r in await part_local(args, logs)]
+    await close_clients()
     results["bench_wall_s"] = time.perf_counter() - started
     return results
 

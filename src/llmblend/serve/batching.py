@@ -1,11 +1,12 @@
 """Cross-request micro-batching of the ranker: concurrent blends share one ranker call.
 
-Each blend's rank stage is one example; :class:`RankBatcher` holds the first for ``window_s`` (or
-until ``max_examples`` wait), then ranks every waiting example of the same strategy and top-K in one
+Each blend's rank stage is one example. :class:`RankBatcher` ranks at once when the ranker is idle
+(after ``window_s``, 0 by default); while the ranker is busy with an earlier batch, every example
+that arrives waits and joins the next call (the ranker runs one call at a time anyway), up to
+``max_examples``. Examples of the same strategy and top-K share a
 :func:`~llmblend.blend.rank.rank_stage` call, so a batched runtime (fp32, bf16, plain ONNX) fills
 its batches. Scores do not depend on batch-mates on any runtime (the int8 runtime scores one pair
-per forward), so batching changes speed, never results. With ``window_s == 0`` and one request at a
-time it costs nothing: the example is ranked at once.
+per forward), so batching changes speed, never results.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class RankBatcher:
         self,
         ranker: Ranker,
         *,
-        window_s: float = 0.005,
+        window_s: float = 0.0,
         max_examples: int = 16,
         lock: threading.Lock | None = None,
         on_batch=None,
@@ -55,6 +56,8 @@ class RankBatcher:
         self.calls = 0
         self._queues: dict[tuple[str | None, int | None], _Queue] = {}
         self._running: set[asyncio.Task[None]] = set()  # batches being ranked (kept from the GC)
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def rank(self, example: Example, *, strategy: str | None, top_k: int | None) -> tuple[Ranking, int]:
         """``example``'s ranking and the ranker's forward passes spent on it."""
@@ -71,6 +74,8 @@ class RankBatcher:
     async def _flush_after_window(self, key: tuple[str | None, int | None]) -> None:
         if self.window_s > 0:
             await asyncio.sleep(self.window_s)
+        while not self._idle.is_set():  # the ranker is busy: whoever arrives meanwhile joins
+            await self._idle.wait()
         self._flush_now(key)
 
     def _flush_now(self, key: tuple[str | None, int | None]) -> None:
@@ -83,7 +88,13 @@ class RankBatcher:
         if live:
             task = asyncio.create_task(self._rank_batch(live, *key))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._idle.clear()
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not self._running:
+            self._idle.set()
 
     async def _rank_batch(self, items: list[_Waiting], strategy: str | None, top_k: int | None) -> None:
         self.calls += 1

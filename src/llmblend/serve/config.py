@@ -127,11 +127,12 @@ class TrafficSpec(_Strict):
 
 
 class BatchingSpec(_Strict):
-    """Cross-request micro-batching of the ranker: rank requests that arrive within ``window_ms`` of
-    each other in one call (at most ``max_examples``)."""
+    """Cross-request micro-batching of the ranker: while the ranker is busy, rank requests that arrive
+    meanwhile wait and go in its next call (at most ``max_examples``); ``window_ms`` > 0 also holds
+    a request that finds the ranker idle that long, for company."""
 
     enabled: bool = True
-    window_ms: float = Field(5.0, ge=0)
+    window_ms: float = Field(0.0, ge=0)
     max_examples: int = Field(16, ge=1)
 
 
