@@ -65,3 +65,12 @@ def test_without_a_window_one_request_is_ranked_at_once(ranker) -> None:
         return batcher.calls
 
     assert asyncio.run(run()) == 1
+
+
+def test_batching_is_left_off_for_a_runtime_that_scores_one_pair_per_forward(ranker) -> None:
+    from types import SimpleNamespace
+
+    from llmblend.serve.gateway import batches_forwards
+
+    assert batches_forwards(ranker)  # fp32 batches its forwards
+    assert not batches_forwards(SimpleNamespace(runtime="onnx-int8"))

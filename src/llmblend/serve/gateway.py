@@ -37,6 +37,14 @@ def build_ranker(spec: RankerSpec) -> Ranker:
     return load_ranker_with_pool(spec.model, spec.runtime, spec.batch_size, spec.pool)
 
 
+def batches_forwards(ranker: Ranker) -> bool:
+    """Whether cross-request batches can pay for ``ranker``: not on a runtime that scores one pair
+    per forward (``onnx-int8``), where bench/bench_gateway.py measured batching 7–27% slower."""
+    from llmblend.rank.pairranker import PER_PAIR_RUNTIMES
+
+    return getattr(ranker, "runtime", None) not in PER_PAIR_RUNTIMES
+
+
 def build_fuser(spec: str | None) -> Fuser | None:
     from llmblend.blender import load_fuser
 
@@ -75,10 +83,11 @@ class Gateway:
 
     def __post_init__(self) -> None:
         batching = self.config.batching
+        batched = batching.enabled and batches_forwards(self.ranker)
         self.batcher = RankBatcher(
             self.ranker,
-            window_s=batching.window_ms / 1000 if batching.enabled else 0.0,
-            max_examples=batching.max_examples if batching.enabled else 1,
+            window_s=batching.window_ms / 1000 if batched else 0.0,
+            max_examples=batching.max_examples if batched else 1,
             lock=self.rank_lock,
             on_batch=self.metrics.ranker_batch.observe,
         )
