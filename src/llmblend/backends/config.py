@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -32,6 +32,7 @@ from llmblend.errors import LlmblendError
 from llmblend.train.config import read_yaml
 
 BackendType = Literal["auto", "openai", "llama_cpp", "hf"]
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -173,15 +174,19 @@ def format_validation_errors(path: Path, error: ValidationError, what: str = "ba
     return f"{path}: invalid {what}:\n" + "\n".join(lines)
 
 
-def load_backend_config(path: str | Path | None) -> GenerateConfig:
-    """The config in ``path`` (YAML), or :data:`DEFAULT_CONFIG` when ``path`` is None."""
-    if path is None:
-        return DEFAULT_CONFIG
+def load_yaml_config(schema: type[M], path: str | Path, what: str) -> M:
+    """The YAML file ``path`` validated by ``schema``; a bad file is one error naming the file and
+    each bad key path (``what`` names the kind of config in it)."""
     path = Path(path)
     try:
-        return GenerateConfig.model_validate(read_yaml(path))
+        return schema.model_validate(read_yaml(path))
     except ValidationError as exc:
-        raise LlmblendError(format_validation_errors(path, exc)) from None
+        raise LlmblendError(format_validation_errors(path, exc, what)) from None
+
+
+def load_backend_config(path: str | Path | None) -> GenerateConfig:
+    """The config in ``path`` (YAML), or :data:`DEFAULT_CONFIG` when ``path`` is None."""
+    return DEFAULT_CONFIG if path is None else load_yaml_config(GenerateConfig, path, "backend config")
 
 
 @dataclass(frozen=True, slots=True)

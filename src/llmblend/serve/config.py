@@ -25,17 +25,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmblend.backends.config import (
     DEFAULT_CONFIG,
     DEFAULT_SAMPLING,
     BackendSpec,
     Sampling,
-    format_validation_errors,
+    load_yaml_config,
 )
-from llmblend.errors import LlmblendError
-from llmblend.train.config import read_yaml
 
 ProfileKind = Literal["blend", "rank", "best-of-n"]
 #: The names every gateway exposes besides its backends; a profile or backend may not take them.
@@ -202,10 +200,4 @@ DEFAULT_SERVE_CONFIG = ServeConfig(defaults=DEFAULT_CONFIG.defaults, backends=DE
 def load_serve_config(path: str | Path | None) -> ServeConfig:
     """The config in ``path`` (YAML), or :data:`DEFAULT_SERVE_CONFIG` when ``path`` is None; a bad
     file is one error naming the file and each bad key path."""
-    if path is None:
-        return DEFAULT_SERVE_CONFIG
-    path = Path(path)
-    try:
-        return ServeConfig.model_validate(read_yaml(path))
-    except ValidationError as exc:
-        raise LlmblendError(format_validation_errors(path, exc, "serve config")) from None
+    return DEFAULT_SERVE_CONFIG if path is None else load_yaml_config(ServeConfig, path, "serve config")
