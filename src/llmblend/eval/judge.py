@@ -366,6 +366,20 @@ class PairwiseJudge:
         log.info("judged %d pairs (%d asked, %d errors)", len(verdicts), len(todo), errors)
         return verdicts
 
+    async def judge_ordered(self, items: Sequence[JudgeItem]) -> list[Judgement]:
+        """Judge each item once, ``answer_a`` shown as A (a ranking strategy asks the other order
+        itself when it debiases); cached orderings are not asked again. Never raises."""
+        orderings = [
+            _Ordering(self.cache_key(item, item.answer_a, item.answer_b), item, False) for item in items
+        ]
+        judged = self._read_cache()
+        todo = {o.key: o for o in orderings if o.key not in judged}
+        self.usage.cached += len(orderings) - len(todo)
+        slots = asyncio.Semaphore(max(1, self.backend.concurrency))
+        answers = await asyncio.gather(*(self._ask(o, slots) for o in todo.values()))
+        judged.update(zip(todo, answers, strict=True))
+        return [judged[o.key] for o in orderings]
+
     def _orderings(self, item: JudgeItem) -> tuple[_Ordering, _Ordering]:
         forward = _Ordering(self.cache_key(item, item.answer_a, item.answer_b), item, swapped=False)
         backward = _Ordering(self.cache_key(item, item.answer_b, item.answer_a), item, swapped=True)

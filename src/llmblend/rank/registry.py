@@ -60,6 +60,12 @@ RANKERS: dict[str, RankerEntry] = {
         "pool file (llmblend train pool)",
         argument_required=True,
     ),
+    "judge": RankerEntry(
+        "llmblend.rank.judge_ranker:JudgeRanker.from_spec",
+        "an LLM judge, pairwise in both orders (PRP; MT-bench pair-v2 prompt)",
+        "models.yaml[#backend]",
+        argument_required=True,
+    ),
     "pointwise": RankerEntry(
         "llmblend.rank.pointwise:PointwiseRanker.from_pretrained",
         "pointwise cross-encoder (SummaReranker-style), one score per candidate",
