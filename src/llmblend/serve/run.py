@@ -55,7 +55,6 @@ class Outcome:
 class Progress:
     """What a run has so far (read by a deadline fallback and by streamed details)."""
 
-    slots: list[Slot] = field(default_factory=list)
     candidates: dict[int, BlendCandidate] = field(default_factory=dict)
     ranking: Ranking | None = None
     ranked_slots: list[int] = field(default_factory=list)
@@ -138,7 +137,6 @@ async def run_profile(gateway: Gateway, profile: Profile, job: ChatJob, progress
     started = time.perf_counter()
     limits = gateway.config.limits
     params = request_params(profile.slots, job.overrides)
-    progress.slots = list(profile.slots)
     generated = await generate(profile.slots, params, job.prompt, limits.generate_timeout_s, progress)
     gateway.metrics.generations(generated.generations)
     if not generated.answered:
