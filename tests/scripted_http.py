@@ -14,6 +14,12 @@ names ``model``, before the general script. Behaviours:
 - ``"close"``: the socket is closed with no reply
 - ``("say", text)``: ``text`` instead of the echo (streamed word by word when asked)
 - ``("stream_then_close", n)``: a streamed answer that stops after ``n`` words without ``[DONE]``
+- ``("logprobs", text, tokens)``: like ``("say", text)``, with ``choices[0].logprobs`` in the shape of
+  the request's endpoint (chat: ``{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}``;
+  completion: ``{"tokens", "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"}``)
+  built from ``tokens``, a list of ``(token, logprob, [(alt_token, alt_logprob), ...])``; anything
+  else (a dict, a string, None) is sent as ``logprobs`` as it is, for malformed replies. Streams
+  carry no logprobs
 
 A client that hangs up while its request waits (``hang`` or a delayed ``ok``) is counted in
 ``.hangups``: the test of a cancelled request sees that its upstream call was really dropped.
@@ -39,7 +45,7 @@ from typing import Any
 
 import pytest
 
-Behaviour = Any  # "ok", ("ok", s), ("hang", s), int status, (status, message), (429, retry_after), ...
+Behaviour = Any  # "ok", ("ok", s), ("hang", s), int status, (status, message), ("logprobs", text, tokens)...
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
             scripted._end()
 
     def _act(self, behaviour: Behaviour, body: dict[str, Any]) -> None:
-        kind, arg = behaviour if isinstance(behaviour, tuple) else (behaviour, None)
+        kind, *args = behaviour if isinstance(behaviour, tuple) else (behaviour,)
+        arg = args[0] if args else None
         if kind == "ok":
             if self.server.scripted._wait(float(arg or 0), self.connection):
                 self._ok(body)
@@ -169,6 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif kind == "say":
             self._ok(body, text=str(arg))
+        elif kind == "logprobs":
+            self._ok(body, text=str(arg), logprobs=args[1])
         elif kind == "stream_then_close":
             self._ok({**body, "stream": True}, cut_after=int(arg))
         elif kind == "close":
@@ -185,7 +194,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             raise ValueError(f"unknown scripted behaviour {behaviour!r}")
 
-    def _ok(self, body: dict[str, Any], cut_after: int | None = None, text: str | None = None) -> None:
+    def _ok(
+        self,
+        body: dict[str, Any],
+        cut_after: int | None = None,
+        text: str | None = None,
+        logprobs: Any = None,
+    ) -> None:
         chat = self.path.rstrip("/").endswith("/chat/completions")
         source = _prompt_of(body, chat)
         answer = f"echo: {source}" if text is None else text
@@ -204,6 +219,8 @@ class _Handler(BaseHTTPRequestHandler):
             choice["message"] = {"role": "assistant", "content": text}
         else:
             choice["text"] = text
+        if logprobs is not None:
+            choice["logprobs"] = _logprobs_reply(logprobs, chat) if isinstance(logprobs, list) else logprobs
         usage = {"prompt_tokens": len(source.split()), "completion_tokens": len(words)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         obj = "chat.completion" if chat else "text_completion"
@@ -265,6 +282,29 @@ _DEFAULT_MESSAGES = {
 
 def _error(message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "code": None}}
+
+
+def _logprobs_reply(tokens: list[tuple[str, float, list[tuple[str, float]]]], chat: bool) -> dict[str, Any]:
+    """``choices[0].logprobs`` for ``(token, logprob, alternatives)`` triples, as OpenAI shapes it for
+    the chat API or the legacy completions API."""
+    if chat:
+        content = [
+            {
+                "token": token,
+                "logprob": logprob,
+                "bytes": list(token.encode()),
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top],
+            }
+            for token, logprob, top in tokens
+        ]
+        return {"content": content, "refusal": None}
+    offsets = [sum(len(t) for t, _, _ in tokens[:i]) for i in range(len(tokens))]
+    return {
+        "tokens": [token for token, _, _ in tokens],
+        "token_logprobs": [logprob for _, logprob, _ in tokens],
+        "top_logprobs": [dict(top) for _, _, top in tokens],
+        "text_offset": offsets,
+    }
 
 
 def _prompt_of(body: dict[str, Any], chat: bool) -> str:

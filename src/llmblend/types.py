@@ -122,6 +122,8 @@ class Ranking:
     ``error`` is set, with empty scores and order, when the example could not be ranked.
     ``terms``: for a pool-aware ranking, each term's share of the log-odds that the pick beats the
     pool's favourite (or, when the favourite is the pick, the runner-up): which terms decided.
+    ``usage``: for a ranker that costs calls (an LLM judge), what this example spent: calls,
+    tokens, seconds, cost, whether a budget cut the strategy short.
     """
 
     scores: tuple[float, ...]
@@ -129,6 +131,7 @@ class Ranking:
     n_forward: int = 0
     error: str | None = None
     terms: dict[str, float] | None = None
+    usage: dict[str, Any] | None = None
 
     @classmethod
     def from_scores(cls, scores: Any, n_forward: int = 0) -> Ranking:

@@ -21,12 +21,18 @@ from llmblend.types import Message, Prompt
 log = logging.getLogger(__name__)
 
 
+#: The most alternatives per token that :attr:`GenerationParams.top_logprobs` may ask for (OpenAI's cap).
+MAX_TOP_LOGPROBS = 20
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationParams:
     """Decoding settings of one call. ``temperature == 0`` is greedy decoding.
 
     ``seed`` makes sampling repeatable where the backend supports it (llama.cpp, HF, vLLM, OpenAI);
-    ``stop`` strings end the answer and are not part of it.
+    ``stop`` strings end the answer and are not part of it. ``top_logprobs`` (0 to 20) asks for
+    :attr:`Generation.logprobs`: at each generated token, its logprob and the ``top_logprobs`` most
+    likely alternatives; 0 asks for none. It does not change what is generated.
     """
 
     max_tokens: int = 256
@@ -34,6 +40,7 @@ class GenerationParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -42,6 +49,11 @@ class GenerationParams:
             raise ValueError(f"temperature must be in [0, 5], got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        k = self.top_logprobs
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= MAX_TOP_LOGPROBS:
+            raise ValueError(
+                f"top_logprobs must be an integer from 0 (no logprobs) to {MAX_TOP_LOGPROBS}, got {k!r}"
+            )
         if isinstance(self.stop, str | list):
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
 
@@ -66,12 +78,27 @@ class GenerationParams:
         return replace(self, stop=tuple(dict.fromkeys((*self.stop, *extra))))
 
 
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token: its text, its log probability (natural log, at most 0) and the ``top``
+    alternatives at its position as ``(token, logprob)``, most likely first. The server decides
+    whether the chosen token is among them (llama.cpp always adds it, so it may give k + 1; OpenAI
+    gives the plain top k).
+    """
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+
 @dataclass(slots=True)
 class Generation:
     """One backend call's answer, or why there is none (``error`` set, ``text`` empty).
 
     ``latency_s`` is the wall time of the call including retries; token counts come from the
-    backend when it reports them and are 0 otherwise.
+    backend when it reports them and are 0 otherwise. ``logprobs`` holds one :class:`TokenLogprob`
+    per generated token when ``GenerationParams.top_logprobs`` asked for them and the backend gave
+    them; None otherwise (a server that ignores the option still gives a usable ``text``).
     """
 
     text: str
@@ -82,6 +109,7 @@ class Generation:
     finish_reason: str | None = None
     error: str | None = None
     failure: BackendError | None = field(default=None, repr=False, compare=False)
+    logprobs: tuple[TokenLogprob, ...] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:

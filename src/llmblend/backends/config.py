@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from llmblend.backends.base import Backend, GenerationParams
 from llmblend.errors import LlmblendError
+from llmblend.rank.judge_config import JudgeSettings
 from llmblend.train.config import read_yaml
 
 BackendType = Literal["auto", "openai", "llama_cpp", "hf"]
@@ -142,16 +143,22 @@ def _distinct(params: list[GenerationParams], name: str) -> list[GenerationParam
 
 
 class GenerateConfig(_Strict):
-    """A ``models.yaml``: sampling ``defaults`` and the ``backends`` to ask."""
+    """A ``models.yaml``: sampling ``defaults``, the ``backends`` to ask, and optionally how one of
+    them ranks as a ``judge`` (:mod:`llmblend.rank.judge_config`)."""
 
     defaults: Sampling = DEFAULT_SAMPLING
     backends: list[BackendSpec] = Field(min_length=1)
+    judge: JudgeSettings | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> GenerateConfig:
         names = [b.display_name for b in self.backends]
         if duplicates := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"backend names must be unique; {duplicates} repeat: give each a `name`")
+        if self.judge is not None and self.judge.backend is not None and self.judge.backend not in names:
+            raise ValueError(
+                f"judge.backend {self.judge.backend!r} is not a backend of the file; it has {names}"
+            )
         return self
 
 

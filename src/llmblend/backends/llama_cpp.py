@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -37,6 +38,7 @@ from llmblend.backends.base import (
     GenerationParams,
     as_messages,
 )
+from llmblend.backends.logprobs import choice_logprobs
 from llmblend.errors import BackendResponseError, LlmblendError, MissingExtraError
 from llmblend.types import Prompt, prompt_text
 
@@ -128,6 +130,22 @@ def quiet_native_stderr() -> Iterator[None]:
 REPEAT_PENALTY = 1.1
 
 
+@functools.cache
+def supports_logprobs() -> bool:
+    """Whether the installed llama-cpp-python can return token logprobs (``logits_all`` models and a
+    ``logprobs`` option on both completion calls)."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return False
+    wanted = (
+        (Llama.__init__, "logits_all"),
+        (Llama.create_completion, "logprobs"),
+        (Llama.create_chat_completion, "top_logprobs"),
+    )
+    return all(name in inspect.signature(function).parameters for function, name in wanted)
+
+
 def has_chat_template(path: Path) -> bool:
     """Whether a GGUF file carries a chat template (read from its metadata, weights not loaded)."""
     try:
@@ -147,6 +165,11 @@ class LlamaCppBackend(Backend):
 
     ``threads`` is llama.cpp's decoding threads (give each of two concurrent models half the cores);
     the model loads on first use, in a worker thread.
+
+    ``GenerationParams.top_logprobs`` fills ``Generation.logprobs`` (streams never carry them).
+    llama.cpp returns logprobs only from a model loaded with ``logits_all``, which keeps the logits
+    of every prompt token (slower prompts, ``n_ctx x vocabulary`` floats), so the model is loaded
+    that way, once, on the first call that asks; until then it is not.
     """
 
     def __init__(
@@ -167,6 +190,7 @@ class LlamaCppBackend(Backend):
         self.completion_template = completion_template
         self.concurrency = 1
         self._llama: Any = None
+        self._logits_all = False  # whether the loaded model keeps every token's logits (for logprobs)
         self._load_lock = threading.Lock()
         self._call_lock = asyncio.Lock()
 
@@ -175,21 +199,40 @@ class LlamaCppBackend(Backend):
 
     # ---- the model
 
-    def _model(self) -> Any:
+    def _model(self, logprobs: bool = False) -> Any:
+        """The loaded model; with ``logprobs``, one that keeps every token's logits (reloaded once)."""
         with self._load_lock:
+            if self._llama is not None and logprobs and not self._logits_all:
+                log.info("reloading %s with logits_all, as logprobs were asked for", self.path)
+                self._llama.close()
+                self._llama = None
             if self._llama is None:
-                try:
-                    from llama_cpp import Llama
-                except ImportError:
-                    raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp backend") from None
-                log.info("loading %s with llama.cpp (%s threads)", self.path, self.threads)
-                with LOAD_LOCK, quiet_native_stderr():
-                    self._llama = Llama(
-                        model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False
-                    )
+                self._llama = self._load(logits_all=logprobs)
+                self._logits_all = logprobs
                 if self._chat is None:
                     self._chat = "tokenizer.chat_template" in self._llama.metadata
             return self._llama
+
+    def _load(self, *, logits_all: bool) -> Any:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise MissingExtraError("llama-cpp-python", "local", "the llama.cpp backend") from None
+        log.info("loading %s with llama.cpp (%s threads)", self.path, self.threads)
+        options: dict[str, Any] = {"logits_all": True} if logits_all else {}
+        with LOAD_LOCK, quiet_native_stderr():
+            return Llama(
+                model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.threads, verbose=False, **options
+            )
+
+    def _wants_logprobs(self, params: GenerationParams) -> bool:
+        """Whether a (non-streamed) call asks llama.cpp for logprobs: asked for, and supported here."""
+        if not params.top_logprobs:
+            return False
+        if not supports_logprobs():
+            log.debug("this llama-cpp-python cannot return logprobs; %s answers without them", self.name)
+            return False
+        return True
 
     @property
     def uses_chat_template(self) -> bool:
@@ -200,8 +243,10 @@ class LlamaCppBackend(Backend):
     def completion_prompt(self, prompt: Prompt) -> str:
         return self.completion_template.format(prompt=prompt_text(prompt))
 
-    def _request(self, prompt: Prompt, params: GenerationParams, stream: bool) -> Iterator[Any] | dict:
-        llama = self._model()
+    def _request(
+        self, prompt: Prompt, params: GenerationParams, stream: bool, logprobs: bool = False
+    ) -> Iterator[Any] | dict:
+        llama = self._model(logprobs=logprobs)
         options: dict[str, Any] = {
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
@@ -212,8 +257,12 @@ class LlamaCppBackend(Backend):
         }
         try:
             if self._chat:
+                if logprobs:
+                    options.update(logprobs=True, top_logprobs=params.top_logprobs)
                 messages = [{"role": m.role, "content": m.content} for m in as_messages(prompt)]
                 return llama.create_chat_completion(messages, stop=list(params.stop) or None, **options)
+            if logprobs:
+                options["logprobs"] = params.top_logprobs
             stop = params.with_stop(COMPLETION_STOP).stop
             return llama.create_completion(self.completion_prompt(prompt), stop=list(stop), **options)
         except ValueError as exc:  # llama-cpp-python's error for a prompt over the context window
@@ -222,7 +271,8 @@ class LlamaCppBackend(Backend):
     # ---- the protocol
 
     def _complete(self, prompt: Prompt, params: GenerationParams) -> Generation:
-        response = self._request(prompt, params, stream=False)
+        logprobs = self._wants_logprobs(params)
+        response = self._request(prompt, params, stream=False, logprobs=logprobs)
         choice = response["choices"][0]
         text = choice["message"]["content"] if self._chat else choice["text"]
         usage = response.get("usage") or {}
@@ -232,6 +282,7 @@ class LlamaCppBackend(Backend):
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
             finish_reason=choice.get("finish_reason"),
+            logprobs=choice_logprobs(choice, chat=bool(self._chat), source=self.name) if logprobs else None,
         )
 
     async def _generate(self, prompt: Prompt, params: GenerationParams) -> Generation:

@@ -64,6 +64,8 @@ class LlamaServerBackend(Backend):
     ``threads`` is llama.cpp's decoding threads in that process; ``startup_timeout`` how long to
     wait for the server to answer. Base models get :data:`COMPLETION_TEMPLATE` through
     ``/v1/completions``; models with a chat template are asked through ``/v1/chat/completions``.
+    ``GenerationParams.top_logprobs`` works in both: the server keeps every token's logits (its
+    ``logits_all`` default) and answers in OpenAI's shapes (:mod:`llmblend.backends.logprobs`).
     """
 
     def __init__(

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeVar
 
 from llmblend.backends.base import Backend, Generation, GenerationParams, as_messages
+from llmblend.backends.logprobs import choice_logprobs
 from llmblend.errors import (
     BackendAuthError,
     BackendConnectionError,
@@ -52,6 +53,7 @@ MODES = ("chat", "completion")
 #: Body fields the backend sets itself; ``extra_body`` may not set them.
 _OWN_FIELDS = frozenset(
     {"model", "messages", "prompt", "max_tokens", "temperature", "top_p", "seed", "stop", "stream"}
+    | {"logprobs", "top_logprobs"}
 )
 _MAX_MESSAGE = 300  # characters of a server's error message kept in ours
 
@@ -68,6 +70,10 @@ class OpenAIBackend(Backend):
     ``uniform(0, min(backoff_max, backoff_base * 2**attempt))`` seconds (at least ``Retry-After`` on
     a 429, but never more than ``backoff_max``). ``extra_body`` adds fields to every request body
     (``{"top_k": 40}``, say) and ``headers`` adds HTTP headers.
+
+    ``GenerationParams.top_logprobs = k`` asks for token logprobs (``"logprobs": true,
+    "top_logprobs": k`` in chat mode, ``"logprobs": k`` in completion mode) and fills
+    ``Generation.logprobs`` from the reply (:mod:`llmblend.backends.logprobs`); streams never ask.
 
     One backend serves one event loop at a time; used from a new loop it opens a new connection pool.
     """
@@ -125,7 +131,8 @@ class OpenAIBackend(Backend):
     async def _generate(self, prompt: Prompt, params: GenerationParams) -> Generation:
         """One answer, retried on retryable failures; raises a typed :class:`BackendError`."""
         body = self._body(prompt, params, stream=False)
-        return await self._with_retries(lambda: self._post_once(body))
+        logprobs = params.top_logprobs > 0
+        return await self._with_retries(lambda: self._post_once(body, logprobs))
 
     async def stream(self, prompt: Prompt, params: GenerationParams | None = None) -> AsyncIterator[str]:
         """The answer's text pieces from the server's SSE stream, skipping empty ones.
@@ -163,8 +170,15 @@ class OpenAIBackend(Backend):
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
+        if params.top_logprobs and not stream:
+            body.update(self._logprobs_fields(params.top_logprobs))
         body["stream"] = stream
         return body
+
+    def _logprobs_fields(self, k: int) -> dict[str, Any]:
+        """How this mode asks for ``k`` alternatives per token: the chat API takes a flag and a count,
+        the legacy completions API the count alone."""
+        return {"logprobs": True, "top_logprobs": k} if self.mode == "chat" else {"logprobs": k}
 
     def _connection(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
         """The client and the in-flight limit of the running event loop, made on first use."""
@@ -206,13 +220,13 @@ class OpenAIBackend(Backend):
             wait = min(self.backoff_max, max(exc.retry_after, wait))
         return wait
 
-    async def _post_once(self, body: dict[str, Any]) -> Generation:
+    async def _post_once(self, body: dict[str, Any], logprobs: bool = False) -> Generation:
         """One POST, holding one of the ``concurrency`` slots while it is in flight."""
         client, slots = self._connection()
         async with slots:
             response = await self._send(client, body, stream=False)
         self._raise_for_status(response)
-        return self._generation(_json_of(response, self.url))
+        return self._generation(_json_of(response, self.url), logprobs=logprobs)
 
     async def _open_stream(self, body: dict[str, Any], slots: asyncio.Semaphore) -> httpx.Response:
         """A streaming POST whose status is a success; the slot it takes is released by the caller."""
@@ -281,8 +295,11 @@ class OpenAIBackend(Backend):
             )
         raise BackendResponseError(f"{self.url} rejected the request ({status}: {message})", status=status)
 
-    def _generation(self, data: Any) -> Generation:
-        """The :class:`Generation` of a parsed 200 reply; a reply without the answer is an error."""
+    def _generation(self, data: Any, *, logprobs: bool = False) -> Generation:
+        """The :class:`Generation` of a parsed 200 reply; a reply without the answer is an error.
+
+        With ``logprobs`` (they were asked for) the reply's token logprobs are read too: None when
+        it has none or they are malformed, never an error."""
         choice = _first_choice(data)
         if self.mode == "chat":
             message = choice.get("message") if choice else None
@@ -300,6 +317,7 @@ class OpenAIBackend(Backend):
             prompt_tokens=_count(usage.get("prompt_tokens")),
             completion_tokens=_count(usage.get("completion_tokens")),
             finish_reason=choice.get("finish_reason"),
+            logprobs=choice_logprobs(choice, chat=self.mode == "chat", source=self.url) if logprobs else None,
         )
 
     async def _pieces(self, response: httpx.Response) -> AsyncIterator[str]:

@@ -171,6 +171,61 @@ PoolOption = Annotated[
 ]
 
 
+RankerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ranker",
+        "-r",
+        help="Rank with this ranker spec (listed below) instead of PairRanker: judge:MODELS.yaml for an "
+        "LLM judge, cascade:MODELS.yaml for PairRanker then the judge on its top-m.",
+    ),
+]
+MaxCalls = Annotated[
+    int | None, typer.Option(min=1, help="LLM judge rankers: at most N judge calls per example.")
+]
+MaxTokens = Annotated[
+    int | None,
+    typer.Option(min=1, help="LLM judge rankers: at most N prompt + completion tokens per example."),
+]
+MaxSeconds = Annotated[
+    float | None,
+    typer.Option(min=0.001, help="LLM judge rankers: no new judge round after N seconds per example."),
+]
+
+
+def choose_ranker(
+    spec: str | None, model: str | None, runtime: str | None, batch_size: int, pool: Path | None
+) -> tuple[Ranker, str]:
+    """The ranker a command runs and its label: the ``--ranker`` spec, else PairRanker (with the pool)."""
+    if spec is None:
+        label = model or "default"
+        return load_ranker_with_pool(
+            model, runtime, batch_size, pool
+        ), label if pool is None else f"pool:{pool}+{label}"
+    given = [name for name, value in (("--model", model), ("--pool", pool), ("--runtime", runtime)) if value]
+    if given:
+        raise ValueError(f"--ranker {spec} replaces {', '.join(given)}: give one or the other")
+    return load_rankers([spec])[spec], spec
+
+
+def apply_budget(
+    ranker: Ranker, max_calls: int | None, max_tokens: int | None, max_seconds: float | None
+) -> None:
+    """Give a judge ranker the per-example budget of --max-calls/--max-tokens/--max-seconds."""
+    from llmblend.rank.budget import Budget
+
+    budget = Budget(max_calls, max_tokens, max_seconds)
+    if not budget.limited:
+        return
+    set_budget = getattr(ranker, "set_budget", None)
+    if set_budget is None:
+        raise ValueError(
+            f"--max-calls, --max-tokens and --max-seconds cap an LLM judge's calls; ranker {ranker.name!r} "
+            "makes none (use --ranker judge:MODELS.yaml or cascade:MODELS.yaml)"
+        )
+    set_budget(budget)
+
+
 def load_rankers(specs: list[str]) -> dict[str, Ranker]:
     """Each distinct spec's ranker; an import failure becomes an error naming the spec."""
     from llmblend.errors import MissingExtraError

@@ -12,11 +12,13 @@ from llmblend.cli.common import (
     FuserOption,
     ModelOption,
     PoolOption,
+    RankerOption,
     app,
+    choose_ranker,
     console,
     err_console,
-    load_ranker_with_pool,
     progress_bars,
+    ranker_listing,
     user_errors,
 )
 from llmblend.cli.tables import blend_table
@@ -25,13 +27,14 @@ TopK = Annotated[int, typer.Option(min=1, help="Candidates the fuser reads (the 
 Guard = Annotated[bool, typer.Option(help="Return the top candidate when the fused answer loses to it.")]
 
 
-@app.command("fuse")
+@app.command("fuse", epilog=ranker_listing())
 def fuse_command(
     file: Annotated[
         Path, typer.Argument(help="A MixInstruct JSONL file with candidates (rankings optional).")
     ],
     out: Annotated[Path, typer.Option(help="Where the fused records go (appended; rerun to resume).")],
     fuser: FuserOption = None,
+    ranker_spec: RankerOption = None,
     model: ModelOption = None,
     pool: PoolOption = None,
     top_k: TopK = 3,
@@ -47,7 +50,8 @@ def fuse_command(
     fused answer or the top candidate was returned (the guard), the margin and the top-K. Rerun the
     same command after an interruption to fuse only what OUT lacks.
 
-    --fuser also takes a fuser on the hub, such as llm-blender/gen_fuser_3b.
+    --fuser also takes a fuser on the hub, such as llm-blender/gen_fuser_3b. --ranker judge:MODELS.yaml
+    ranks (and guards) with an LLM judge.
     """
     from llmblend.blender import Blender, load_fuser
     from llmblend.fuse.fuse_file import fuse_file
@@ -58,7 +62,7 @@ def fuse_command(
         the_fuser = load_fuser(fuser)
         if the_fuser is None:
             raise ValueError("no fuser to run: give --fuser FOLDER or --fuser prompted:models.yaml")
-        ranker = load_ranker_with_pool(model, None, 16, pool)
+        ranker, _ = choose_ranker(ranker_spec, model, None, 16, pool)
         with Blender([], ranker, the_fuser, top_k=top_k, guard=guard) as blender, progress_bars() as start:
             state: dict = {"advance": None, "done": 0}
 
@@ -78,13 +82,14 @@ def fuse_command(
     )
 
 
-@app.command("blend")
+@app.command("blend", epilog=ranker_listing())
 def blend_command(
     instruction: Annotated[str, typer.Argument(help="The instruction every model answers.")],
     backends: Annotated[
         Path | None, typer.Option(help="models.yaml (default: the packaged local models, 2 samples each).")
     ] = None,
     fuser: FuserOption = None,
+    ranker_spec: RankerOption = None,
     model: ModelOption = None,
     pool: PoolOption = None,
     top_k: TopK = 3,
@@ -104,7 +109,7 @@ def blend_command(
 
     with user_errors():
         slots = build_slots(load_backend_config(backends))
-        ranker = load_ranker_with_pool(model, None, 16, pool)
+        ranker, _ = choose_ranker(ranker_spec, model, None, 16, pool)
         with (
             Blender(slots, ranker, load_fuser(fuser), top_k=top_k, guard=guard) as blender,
             err_console.status("asking the models, ranking, fusing..."),

@@ -1,4 +1,4 @@
-"""``llmblend rank`` (a whole file, resumable) and ``llmblend compare`` (two answers) with PairRanker."""
+"""``llmblend rank`` (a whole file, resumable, any ranker) and ``llmblend compare`` (two answers)."""
 
 from __future__ import annotations
 
@@ -8,33 +8,49 @@ from typing import Annotated
 import typer
 
 from llmblend.cli.common import (
+    MaxCalls,
+    MaxSeconds,
+    MaxTokens,
     ModelOption,
     PoolOption,
+    RankerOption,
     RuntimeOption,
     app,
+    apply_budget,
+    choose_ranker,
     console,
     err_console,
     load_pair_ranker,
-    load_ranker_with_pool,
     progress_bars,
+    ranker_listing,
     user_errors,
 )
 
 
-@app.command("rank")
+@app.command("rank", epilog=ranker_listing())
 def rank_command(
     file: Annotated[Path, typer.Argument(help="A MixInstruct JSONL file (candidates need no scores).")],
-    out: Annotated[Path, typer.Option(help="Where the ranked records go (appended; rerun to resume).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where the ranked records go (appended; rerun to resume). Default: FILE.ranked.jsonl."
+        ),
+    ] = None,
+    ranker_spec: RankerOption = None,
     model: ModelOption = None,
     strategy: Annotated[
         str | None,
         typer.Option(
             help="full/max-logits, max-wins, bubble, knockout or sparse-refine; with --pool: pool-seeded, "
-            "full or prior (default: sparse-refine, with --pool pool-seeded)."
+            "full or prior; an LLM judge also takes listwise (default: sparse-refine, with --pool "
+            "pool-seeded, for a judge the strategy of its judge: section)."
         ),
     ] = None,
     pool: PoolOption = None,
     runtime: RuntimeOption = None,
+    max_calls: MaxCalls = None,
+    max_tokens: MaxTokens = None,
+    max_seconds: MaxSeconds = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Candidate pairs per forward pass.")] = 32,
     chunk_size: Annotated[
         int, typer.Option(min=1, help="Examples ranked (and written to OUT) together.")
@@ -43,34 +59,35 @@ def rank_command(
         int | None, typer.Option(min=1, help="Rank only the first N examples of FILE (default: all).")
     ] = None,
 ) -> None:
-    """Rank every example's candidates with PairRanker (LLM-Blender §3) and write them to OUT.
+    """Rank every example's candidates with PairRanker (LLM-Blender §3), or any ranker given by
+    --ranker, and write them to OUT.
 
     With --pool, the ranker also knows who answered: the pool's model strengths, the ranker's
     debiased logit and a length term are combined in one calibrated model, and the pool's favourite
     is replaced only on clear evidence (2(N-1) forwards for N candidates).
 
+    With --ranker judge:MODELS.yaml an LLM judge ranks (its settings: the file's judge: section);
+    --max-calls, --max-tokens and --max-seconds cap what it spends per example, and each ranking
+    records its calls, tokens and cost.
+
     Each output record is the input record plus "ranking": the candidate order (best first), one
-    score per candidate, the forward passes used and any error. OUT is appended chunk by chunk;
-    rerunning the same command after an interruption ranks only what OUT lacks.
+    score per candidate, the forward passes (or judge calls) used and any error. OUT is appended chunk
+    by chunk; rerunning the same command after an interruption ranks only what OUT lacks.
     """
     from llmblend.rank.rank_file import pending_examples, rank_pending
 
+    out = out or file.with_name(f"{file.name.removesuffix('.jsonl')}.ranked.jsonl")
     with user_errors():
         if file.resolve() == out.resolve():
             raise ValueError(f"--out {out} is the input file; choose another path")
         todo, done = pending_examples(file, out, limit)
         if done:
             err_console.print(f"{out}: {done} examples already ranked; ranking the {len(todo)} left")
-        ranker = load_ranker_with_pool(model, runtime, batch_size, pool)
-        label = model or "default"
-        if pool is not None:
-            from llmblend.rank.pool_ranker import DEFAULT_POOL_STRATEGY
-
-            label = f"pool:{pool}+{label}"
-            strategy = strategy or DEFAULT_POOL_STRATEGY
-        strategy = strategy or "sparse-refine"
+        ranker, label = choose_ranker(ranker_spec, model, runtime, batch_size, pool)
+        apply_budget(ranker, max_calls, max_tokens, max_seconds)
+        strategy = strategy or _default_strategy(ranker, pool)
         with progress_bars() as start:
-            advance = start(f"ranking ({strategy}, {ranker.runtime})", len(todo))
+            advance = start(f"ranking ({strategy}, {getattr(ranker, 'runtime', ranker.name)})", len(todo))
             last = {"done": 0}
 
             def on_chunk(ranked: int, total: int) -> None:
@@ -87,14 +104,32 @@ def rank_command(
                 chunk_size=chunk_size,
                 on_chunk=on_chunk,
             )
-    console.print(
-        f"ranked {report.ranked} examples in {report.seconds:.1f} s "
-        f"({report.examples_per_second:.2f} examples/s, {report.forwards_per_second:.1f} pair forwards/s, "
-        f"{report.n_forward} forwards); "
-        f"{report.already_done} were already done, {report.failed} failed; output: {out}",
-        highlight=False,
-        markup=False,
+    console.print(_report_line(report, out), highlight=False, markup=False)
+
+
+def _default_strategy(ranker, pool: Path | None) -> str:
+    if pool is not None:
+        from llmblend.rank.pool_ranker import DEFAULT_POOL_STRATEGY
+
+        return DEFAULT_POOL_STRATEGY
+    if ranker.name.startswith(("judge:", "cascade:")):
+        return ranker.strategy
+    return "sparse-refine"
+
+
+def _report_line(report, out: Path) -> str:
+    line = (
+        f"ranked {report.ranked} examples in {report.seconds:.1f} s ({report.examples_per_second:.2f} "
+        f"examples/s, {report.forwards_per_second:.1f} forwards/s, {report.n_forward} forwards); "
     )
+    if report.usage is not None:
+        u = {"calls": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0, **report.usage}
+        cost = f", ${u['cost_usd']:.4f}" if "cost_usd" in u else ""
+        line += (
+            f"judge: {u['calls']} calls ({u['cached']} cached), {u['prompt_tokens']} prompt + "
+            f"{u['completion_tokens']} completion tokens{cost}; "
+        )
+    return line + f"{report.already_done} were already done, {report.failed} failed; output: {out}"
 
 
 @app.command("compare")

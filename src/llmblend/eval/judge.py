@@ -23,7 +23,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from string import Template
 from typing import Any, Final, Literal
@@ -32,7 +32,9 @@ from scipy.stats import rankdata
 
 from llmblend.backends.base import Backend, Generation, GenerationParams
 from llmblend.data.jsonl import append_jsonl, read_journal
+from llmblend.errors import BackendResponseError
 from llmblend.eval.ratings import Battle
+from llmblend.eval.soft_verdict import soft_margin
 from llmblend.types import CMP_VERDICTS, Example, Message, Prompt, as_prompt, prompt_text
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ POSITION_VERDICTS: Final = (*CMP_VERDICTS, TIE)
 #: The outcome of a pair judged both ways, about ``model_a`` and ``model_b``.
 Winner = Literal["a", "b", "tie", "error"]
 _TIES: Final = frozenset({"Same good", "Same bad", TIE})
+#: Alternatives per token asked for soft verdicts: enough to hold every verdict token.
+SOFT_TOP_LOGPROBS: Final = 5
 _CACHE_KEY: Final = "key"
 
 
@@ -186,6 +190,8 @@ class Judgement:
 
     ``verdict`` is one of :data:`POSITION_VERDICTS`, None when the reply is unreadable (``text`` kept)
     or the call failed (``error`` set, ``text`` empty). ``cached``: read from the cache, not asked.
+    ``margin``: the soft verdict in [−1, 1] (> 0 favours A) from the verdict token's probabilities
+    (:func:`~llmblend.eval.soft_verdict.soft_margin`), None without logprobs.
     """
 
     verdict: str | None
@@ -194,6 +200,7 @@ class Judgement:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
+    margin: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,6 +325,8 @@ class PairwiseJudge:
     (MT-bench, which explains before its verdict) new tokens. ``cache_path`` is a JSONL file of judged
     orderings, one line each, keyed by a hash of (backend name, prompt, params, instruction, input,
     first answer, second answer): a rerun asks only what it lacks. ``usage`` adds up over calls.
+    ``soft``: also ask for the top :data:`SOFT_TOP_LOGPROBS` logprobs of each token, for soft
+    margins; a backend that refuses the option (HTTP 400) is asked again without it, from then on.
     """
 
     def __init__(
@@ -326,12 +335,16 @@ class PairwiseJudge:
         prompt: Literal["gpt-rank", "mt-bench"] = "gpt-rank",
         params: GenerationParams | None = None,
         cache_path: str | Path | None = None,
+        *,
+        soft: bool = False,
     ) -> None:
         if prompt not in TEMPLATES:
             raise ValueError(f"unknown judge prompt {prompt!r}; choose one of {sorted(TEMPLATES)}")
         self.backend = backend
         self.template = TEMPLATES[prompt]
         self.params = params or self.template.default_params
+        if soft and not self.params.top_logprobs:
+            self.params = replace(self.params, top_logprobs=SOFT_TOP_LOGPROBS)
         self.cache_path = None if cache_path is None else Path(cache_path)
         self.usage = JudgeUsage()
 
@@ -394,18 +407,22 @@ class PairwiseJudge:
 
     def _cached_judgement(self, record: Mapping[str, Any]) -> Judgement:
         text = str(record.get("text", ""))
+        margin = record.get("margin")
         return Judgement(
             self.template.parse(text),
             text,
             prompt_tokens=int(record.get("prompt_tokens", 0)),
             completion_tokens=int(record.get("completion_tokens", 0)),
             cached=True,
+            margin=None if margin is None else float(margin),
         )
 
     async def _ask(self, ordering: _Ordering, slots: asyncio.Semaphore) -> Judgement:
         prompt = self.template.build(ordering.item, ordering.first, ordering.second)
         async with slots:
             generation = await self.backend.generate(prompt, self.params)
+            if self._refused_logprobs(generation):
+                generation = await self.backend.generate(prompt, self.params)
         self._count(generation)
         if not generation.ok:
             return Judgement(None, "", error=generation.error)
@@ -414,12 +431,24 @@ class PairwiseJudge:
             generation.text,
             prompt_tokens=generation.prompt_tokens,
             completion_tokens=generation.completion_tokens,
+            margin=soft_margin(self.template.name, generation.logprobs),
         )
         if judgement.verdict is None:
             self.usage.unparsed += 1
             log.info("no verdict in %s's reply: %r", self.backend.name, generation.text[:200])
-        self._store(ordering, generation)
+        self._store(ordering, generation, judgement.margin)
         return judgement
+
+    def _refused_logprobs(self, generation: Generation) -> bool:
+        """Whether a failed call was a 400 that names logprobs, to a request with them; if so, stop
+        asking for them (a 400 about anything else is that call's failure only)."""
+        failure = generation.failure
+        refused = isinstance(failure, BackendResponseError) and failure.status == 400
+        if not (refused and "logprob" in str(failure).lower() and self.params.top_logprobs):
+            return False
+        log.warning("%s refused a request with logprobs; judging without soft margins", self.backend.name)
+        self.params = replace(self.params, top_logprobs=0)
+        return True
 
     def _count(self, generation: Generation) -> None:
         self.usage.calls += 1
@@ -427,7 +456,7 @@ class PairwiseJudge:
         self.usage.completion_tokens += generation.completion_tokens
         self.usage.failures += not generation.ok
 
-    def _store(self, ordering: _Ordering, generation: Generation) -> None:
+    def _store(self, ordering: _Ordering, generation: Generation, margin: float | None) -> None:
         if self.cache_path is None:
             return
         record = {
@@ -440,6 +469,8 @@ class PairwiseJudge:
             "prompt_tokens": generation.prompt_tokens,
             "completion_tokens": generation.completion_tokens,
         }
+        if margin is not None:
+            record["margin"] = margin
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         append_jsonl(self.cache_path, [record])
 

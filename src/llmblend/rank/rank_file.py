@@ -9,7 +9,8 @@ nothing is lost. Each output record is the input record plus a ``ranking`` field
                 "scores": [one per candidate], "n_forward": 66, "error": null}
 
 A pool-aware ranking (``--pool``) adds ``"terms"``: each term's share of the log-odds that the pick
-beats the pool's favourite (or the runner-up), i.e. which terms decided.
+beats the pool's favourite (or the runner-up), i.e. which terms decided. An LLM judge's ranking
+adds ``"usage"``: the calls, tokens, seconds and cost it spent on the example.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class RankFileReport:
     n_forward: int
     failed: int
     seconds: float
+    usage: dict[str, Any] | None = None  # an LLM judge's summed calls, tokens, cost (None: no judge)
 
     @property
     def examples_per_second(self) -> float:
@@ -61,6 +63,8 @@ def ranking_record(example: Example, ranking: Ranking, *, ranker: str, strategy:
     }
     if ranking.terms is not None:
         record[RANKING_FIELD]["terms"] = ranking.terms
+    if ranking.usage is not None:
+        record[RANKING_FIELD]["usage"] = ranking.usage
     return record
 
 
@@ -134,6 +138,7 @@ def rank_pending(
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     ranked = n_forward = failed = 0
+    usage: dict[str, Any] | None = None
     for chunk in _chunks(todo, chunk_size):
         rankings: Sequence[Ranking] = ranker.rank(chunk, strategy=strategy)
         append_jsonl(
@@ -146,6 +151,21 @@ def rank_pending(
         ranked += len(chunk)
         n_forward += sum(r.n_forward for r in rankings)
         failed += sum(not r.ok for r in rankings)
+        usage = add_usage(usage, (r.usage for r in rankings if r.usage is not None))
         if on_chunk:
             on_chunk(ranked, len(todo))
-    return RankFileReport(ranked, already_done, n_forward, failed, time.perf_counter() - started)
+    return RankFileReport(ranked, already_done, n_forward, failed, time.perf_counter() - started, usage)
+
+
+#: The usage fields that add up over examples.
+SUMMED_USAGE = ("calls", "cached", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def add_usage(total: dict[str, Any] | None, usages: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    """``total`` plus the summable fields of each ranking's usage (None while there were none)."""
+    for usage in usages:
+        total = {} if total is None else total
+        for key in SUMMED_USAGE:
+            if key in usage:
+                total[key] = total.get(key, 0) + usage[key]
+    return total

@@ -62,7 +62,13 @@ RANKERS: dict[str, RankerEntry] = {
     ),
     "judge": RankerEntry(
         "llmblend.rank.judge_ranker:JudgeRanker.from_spec",
-        "an LLM judge, pairwise in both orders (PRP; MT-bench pair-v2 prompt)",
+        "an LLM judge: pairwise (PRP, both orders) or listwise, as the file's judge: section says",
+        "models.yaml[#backend]",
+        argument_required=True,
+    ),
+    "cascade": RankerEntry(
+        "llmblend.rank.cascade:CascadeRanker.from_spec",
+        "a ranker shortlists the top-m, the LLM judge of the file orders them (judge.cascade)",
         "models.yaml[#backend]",
         argument_required=True,
     ),

@@ -19,20 +19,27 @@ sparse-refine  4 opponents each, then the 2 leaders meet   ≤ 8N − 20  (≤ 6
 =============  ==========================================  ===================  ==========
 
 Items with 0 or 1 candidates never reach the scorer (:func:`~llmblend.rank.base.trivial_ranking`).
+
+A costly scorer (an LLM judge) is played with an :class:`~llmblend.rank.asking.Asking`: pairs asked
+once in a seeded order instead of twice, and a per-example budget; its rankings then carry
+``usage`` (calls, tokens, seconds, whether the budget cut the strategy short).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
 
 from llmblend.rank.aggregate import debias, least_squares, max_logits, max_wins, pair_winner
+from llmblend.rank.asking import Asking, MeteredScorer, mirror_single_orders
 from llmblend.rank.base import PairQuery, PairScorer, RankItem, trivial_ranking
+from llmblend.rank.budget import Spend
 from llmblend.types import Ranking
 
 logger = logging.getLogger(__name__)
@@ -66,6 +73,8 @@ class Match:
     item: RankItem
     matrix: np.ndarray
     n_forward: int = 0
+    spend: Spend = field(default_factory=Spend)
+    cut: bool = False  # the budget stopped the strategy early
 
     @property
     def n(self) -> int:
@@ -73,24 +82,35 @@ class Match:
 
 
 def run_strategy(
-    name: str, items: Sequence[RankItem], score_pairs: PairScorer, *, top_k: int | None = None
+    name: str,
+    items: Sequence[RankItem],
+    score_pairs: PairScorer | MeteredScorer,
+    *,
+    top_k: int | None = None,
+    asking: Asking | None = None,
 ) -> list[Ranking]:
     """Rank every item's candidates with the strategy ``name``; one ranking per item, in order.
 
     ``top_k`` is the number of top candidates the caller needs; only ``sparse-refine`` uses it (the
-    top ``max(top_k, 3)`` play a full round robin). ValueError for an unknown name, a bad ``top_k``,
-    or a scorer that returns the wrong number of values or non-finite values.
+    top ``max(top_k, 3)`` play a full round robin). With ``asking``, ``score_pairs`` is a
+    :data:`~llmblend.rank.asking.MeteredScorer` played in its orders and budget. ValueError for an
+    unknown name, a bad ``top_k``, or a scorer that returns the wrong number of values or
+    non-finite values.
     """
     planner = _planner(name)
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
-    rankings = run_plans(items, score_pairs, lambda _, match: planner(match, top_k))
+    rankings = run_plans(items, score_pairs, lambda _, match: planner(match, top_k), asking=asking)
     logger.debug("strategy %s ranked %d items", name, len(items))
     return rankings
 
 
 def run_plans(
-    items: Sequence[RankItem], score_pairs: PairScorer, plan_for: Callable[[int, Match], Plan]
+    items: Sequence[RankItem],
+    score_pairs: PairScorer | MeteredScorer,
+    plan_for: Callable[[int, Match], Plan],
+    *,
+    asking: Asking | None = None,
 ) -> list[Ranking]:
     """Play ``plan_for(k, match)`` for every item ``k`` with 2+ candidates, all items' pairs of a
     round in one scorer call; items with 0 or 1 candidates get their trivial ranking."""
@@ -98,7 +118,11 @@ def run_plans(
     pending = [k for k, ranking in enumerate(rankings) if ranking is None]
     matches = {k: Match(items[k], np.full((len(items[k].candidates),) * 2, np.nan)) for k in pending}
     plans = {k: plan_for(k, match) for k, match in matches.items()}
-    for k, ranking in _play(matches, plans, score_pairs).items():
+    if asking is None:
+        played = _play(matches, plans, score_pairs)  # type: ignore[arg-type]
+    else:
+        played = _play_metered(matches, plans, score_pairs, asking)  # type: ignore[arg-type]
+    for k, ranking in played.items():
         rankings[k] = ranking
     return [r for r in rankings if r is not None]
 
@@ -132,6 +156,55 @@ def _play(matches: dict[int, Match], plans: dict[int, _Plan], score_pairs: PairS
         wanted = {k: _advance(plans[k], k, results) for k in wanted}
         wanted = {k: pairs for k, pairs in wanted.items() if pairs is not None}
     return results
+
+
+def _play_metered(
+    matches: dict[int, Match], plans: dict[int, _Plan], score_pairs: MeteredScorer, asking: Asking
+) -> dict[int, Ranking]:
+    """:func:`_play` for a costly scorer: each round's pairs in ``asking``'s orders and within each
+    item's budget; an item cut short is ranked by least squares on what it has. Rankings carry
+    ``usage``."""
+    results: dict[int, Ranking] = {}
+    wanted = {k: _advance(plan, k, results) for k, plan in plans.items()}
+    wanted = {k: pairs for k, pairs in wanted.items() if pairs is not None}
+    while wanted:
+        asked = {}
+        for k, pairs in wanted.items():
+            item = matches[k].item
+            asked[k], cut = asking.choose(item.source, item.candidates, pairs, matches[k].spend)
+            matches[k].cut |= cut
+        owners = [(k, i, j) for k, pairs in asked.items() for i, j in pairs]
+        started = time.perf_counter()
+        values, spends = _score_metered(score_pairs, [_query(matches[k].item, i, j) for k, i, j in owners])
+        seconds = time.perf_counter() - started
+        for (k, i, j), value, spend in zip(owners, values, spends, strict=True):
+            matches[k].matrix[i, j] = value
+            matches[k].n_forward += 1
+            matches[k].spend.add(spend)
+        for k, pairs in asked.items():
+            mirror_single_orders(matches[k].matrix, pairs)
+            matches[k].spend.seconds += seconds if pairs else 0.0
+        for k in [k for k in wanted if matches[k].cut]:
+            plans[k].close()
+            results[k] = Ranking.from_scores(least_squares(matches[k].matrix), matches[k].n_forward)
+            del wanted[k]
+        wanted = {k: _advance(plans[k], k, results) for k in wanted}
+        wanted = {k: pairs for k, pairs in wanted.items() if pairs is not None}
+    return {k: replace(r, usage=_usage(matches[k])) for k, r in results.items()}
+
+
+def _usage(match: Match) -> dict:
+    return {**match.spend.as_record(), "budget_cut": match.cut}
+
+
+def _score_metered(score_pairs: MeteredScorer, queries: list[PairQuery]) -> tuple[np.ndarray, list[Spend]]:
+    if not queries:
+        return np.zeros(0), []
+    values, spends = score_pairs(queries)
+    spends = list(spends)
+    if len(spends) != len(queries):
+        raise ValueError(f"the metered scorer gave {len(spends)} spends for {len(queries)} queries")
+    return _score(lambda _: values, queries), spends
 
 
 def _advance(plan: _Plan, k: int, results: dict[int, Ranking]) -> list[tuple[int, int]] | None:
