@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import httpx
 import pytest
 import yaml
 
@@ -12,7 +13,9 @@ from llmblend.rank.baselines import LongestRanker
 from llmblend.rank.cascade import CascadeRanker, calibrate_margin, top_gap
 from llmblend.rank.judge_ranker import JudgeRanker
 from llmblend.rank.registry import load_ranker
+from llmblend.serve.app import ServeSettings
 from llmblend.types import Candidate, Example, Prompt, Ranking, prompt_text
+from serve_helpers import scripted_config, start_gateway
 
 ANSWERS = ["a b", "a b c d e f", "a", "a b c d e", "a b c d e f g h", "copper a b c"]
 EXAMPLE = Example(
@@ -86,3 +89,24 @@ def test_calibrate_margin_finds_the_gap_above_which_the_first_ranker_agrees() ->
     assert margin == pytest.approx(1.2)  # from 1.2 on 27 of 28 agree; from 1.0 on only 28 of 30
     assert calibrate_margin(gaps[:5], agrees[:5]) == float("inf")  # too few to trust
     assert top_gap(Ranking.from_scores([1.0, 3.0, 2.5])) == pytest.approx(0.5)
+
+
+def test_the_gateway_ranks_with_a_cascade(scripted_server, tmp_path) -> None:
+    path = tmp_path / "models.yaml"
+    backend = {"name": "judge", "model": "judge", "base_url": scripted_server.base_url, "max_retries": 0}
+    path.write_text(
+        yaml.safe_dump({"backends": [backend], "judge": {"cascade": {"first": "longest", "top_m": 2}}})
+    )
+    scripted_server.script_for("judge", [("say", "[[B]]")] * 2)  # always slot B: a tie when debiased
+    config = scripted_config(scripted_server, ranker={"spec": f"cascade:{path}"})
+    live = start_gateway(ServeSettings(config))
+    try:
+        body = {
+            "instruction": "Name a metal.",
+            "candidates": ["Tin.", "Iron is a metal.", "Gold is a metal too."],
+        }
+        ranked = httpx.post(f"{live.v1}/rank", json=body).json()
+    finally:
+        live.stop()
+    assert ranked["ranker"].startswith("cascade:") and ranked["usage"]["judged"]
+    assert ranked["usage"]["calls"] == 2 and ranked["order"][2] == 0  # the shortest never reached the judge

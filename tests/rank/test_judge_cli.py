@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from dataclasses import replace
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from llmblend.cli import app
 from llmblend.data.jsonl import append_jsonl
-from llmblend.data.mixinstruct import record_from_example
+from llmblend.data.mixinstruct import load_mixinstruct, record_from_example
 from llmblend.types import Candidate, Example
 
 runner = CliRunner()
@@ -84,3 +88,28 @@ def test_budget_options_need_a_judge_and_ranker_excludes_model(scripted_server, 
     assert result.exit_code == 2 and "cap an LLM judge's calls; ranker 'longest' makes none" in result.output
     result = runner.invoke(app, ["rank", str(data), "-r", f"judge:{models}", "-m", "x"], terminal_width=200)
     assert result.exit_code == 2 and "replaces --model" in result.output
+
+
+@pytest.mark.slow
+def test_smollm2_behind_llama_cpp_server_ranks_alpaca_blend_dev_as_a_judge(alpaca_blend, tmp_path) -> None:
+    """The real thing: the packaged SmolLM2 behind its own llama_cpp.server, `llmblend rank -r judge:`
+    as a real process, on two alpaca-blend dev examples (3 candidates each), with token accounting."""
+    folder, _ = alpaca_blend
+    examples = [
+        replace(ex, candidates=ex.candidates[:3]) for ex in load_mixinstruct(folder / "dev.jsonl")[:2]
+    ]
+    data = tmp_path / "dev3.jsonl"
+    append_jsonl(data, [record_from_example(ex) for ex in examples])
+    models = tmp_path / "judge.yaml"
+    backend = {"name": "smollm2-judge", "model": "local:smollm2-135m", "llama_mode": "server", "n_ctx": 4096}
+    judge = {"prompt": "gpt-rank", "orders": "random", "max_reply_tokens": 4}
+    models.write_text(yaml.safe_dump({"backends": [backend], "judge": judge}))
+    command = [sys.executable, "-m", "llmblend", "rank", str(data), "-r", f"judge:{models}"]
+    command += ["--strategy", "knockout", "--max-calls", "20"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "judge: 4 calls (0 cached)" in result.stdout  # knockout on 3, each match once: 2 per example
+    for record in _records(tmp_path / "dev3.ranked.jsonl"):
+        usage = record["ranking"]["usage"]
+        assert usage["calls"] == 2 and usage["prompt_tokens"] > 100 and usage["completion_tokens"] >= 2
+        assert sorted(record["ranking"]["order"]) == [0, 1, 2] and record["ranking"]["error"] is None

@@ -87,6 +87,7 @@ def test_the_gateway_serves_a_judge_ranker(scripted_server, tmp_path) -> None:
     finally:
         live.stop()
     assert ranked["ranker"] == "judge:judge" and ranked["scores"] == [0.0, 0.0]
+    assert ranked["usage"]["calls"] == 2 and ranked["usage"]["prompt_tokens"] > 0
 
 
 # ---- orders, budgets, usage, hygiene ----

@@ -7,6 +7,7 @@
     judge:
       backend: gpt-4o          # default: the first backend
       prompt: mt-bench         # or gpt-rank (LLM-Blender §5)
+      max_reply_tokens: 512    # per judge call (default: 1024 for mt-bench, 16 for gpt-rank)
       strategy: knockout       # full, max-wins, bubble, knockout, sparse-refine or listwise
       orders: both             # or random: each pair once, in a seeded order
       max_calls: 20            # per example; also max_tokens, max_seconds
@@ -63,6 +64,7 @@ class JudgeSettings(_Strict):
 
     backend: str | None = None
     prompt: Literal["mt-bench", "gpt-rank"] = "mt-bench"
+    max_reply_tokens: int | None = Field(None, ge=1)
     strategy: str = "full"
     orders: Literal["both", "random"] = "both"
     soft: bool = True

@@ -50,7 +50,8 @@ class JudgeRanker:
     (``full`` asks every pair in both orders: N(N−1) calls; ``bubble``, ``knockout`` and
     ``sparse-refine`` ask fewer; ``listwise`` one call per window); ``soft``: ask for logprobs and
     score by the verdict token's probabilities where the backend gives them; ``cache_path``: the
-    judge's resumable JSONL cache; ``prices``: for the cost in each ranking's usage.
+    judge's resumable JSONL cache; ``prices``: for the cost in each ranking's usage;
+    ``max_reply_tokens``: the judge's reply length (default: the prompt's, 1024 or 16).
     """
 
     def __init__(
@@ -65,10 +66,13 @@ class JudgeRanker:
         seed: int = 0,
         prices: Prices | None = None,
         listwise: Listwise | None = None,
+        max_reply_tokens: int | None = None,
         cache_path: str | Path | None = None,
     ) -> None:
         _check_strategy(strategy)
         self.judge = PairwiseJudge(backend, prompt, cache_path=cache_path, soft=soft)  # type: ignore[arg-type]
+        if max_reply_tokens is not None:
+            self.judge.params = replace(self.judge.params, max_tokens=max_reply_tokens)
         self.strategy = strategy
         self.asking = Asking(orders, budget or Budget(), seed)
         self.prices = prices
@@ -113,6 +117,7 @@ class JudgeRanker:
             seed=settings.seed,
             prices=prices,
             listwise=Listwise(lw.window, lw.step, lw.context_tokens),
+            max_reply_tokens=settings.max_reply_tokens,
             cache_path=None if settings.cache is None else base / settings.cache,
         )
 

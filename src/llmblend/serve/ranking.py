@@ -38,6 +38,7 @@ async def rank_candidates(gateway: Gateway, body: RankRequest) -> dict[str, Any]
         "order": list(ranking.order),
         "n_forward": n_forward,
         "terms": dict(ranking.terms) if getattr(ranking, "terms", None) else None,
+        "usage": ranking.usage,  # an LLM judge's calls, tokens and cost; None for other rankers
         "seconds": round(time.perf_counter() - started, 4),
     }
 
