@@ -142,14 +142,16 @@ def compare_command(
 ) -> None:
     """Say which of two answers PairRanker prefers, and by how much (both orders scored, §3.2).
 
-    The margin is a logit: > 0 favours A; sigmoid(margin) is the ranker's probability that A is better.
+    The margin is a logit: > 0 favours A. P(A better) is sigmoid(margin / T), with the temperature T
+    the model was calibrated with (llmblend train calibrate; 1 when it was not). It depends on these
+    two answers alone, never on other candidates.
     """
-    import math
+    from llmblend.rank.calibration import probabilities
 
     with user_errors():
         ranker = load_pair_ranker(model, runtime)
         margin = float(ranker.compare([instruction], [answer_a], [answer_b])[0])
-    probability = 1 / (1 + math.exp(-margin))
+    probability = float(probabilities([margin], ranker.config.temperature)[0])
     winner = "A" if margin > 0 else "B" if margin < 0 else "neither (a tie)"
     console.print(
         f"better: {winner}  margin {margin:+.3f}  P(A better) {probability:.3f}",

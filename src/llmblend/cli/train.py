@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from llmblend.cli.common import ModelOption, app, console, progress_bars, training_progress, user_errors
+from llmblend.cli.common import (
+    ModelOption,
+    RuntimeOption,
+    app,
+    console,
+    err_console,
+    load_pair_ranker,
+    progress_bars,
+    training_progress,
+    user_errors,
+)
 from llmblend.cli.helptext import App, listing
 from llmblend.errors import LlmblendError
 
@@ -261,6 +271,50 @@ def train_pool_command(
         f"threshold {combination.get('threshold')}: cross-validated top-1 "
         f"{curve.get(str(combination.get('threshold')), float('nan')):.4f} vs the favourite's "
         f"{fitted.get('favourite_top1', float('nan')):.4f} ({fitted.get('source')}); wrote {out}",
+        highlight=False,
+        markup=False,
+    )
+
+
+@train_app.command("calibrate")
+def train_calibrate_command(
+    file: Annotated[Path, typer.Argument(help="Judged MixInstruct examples the ranker was not trained on.")],
+    oracle: Annotated[str, typer.Option(help="The candidates' score field that judges them.")] = "gpt4_win",
+    model: ModelOption = None,
+    runtime: RuntimeOption = None,
+    holdout: Annotated[
+        float, typer.Option(min=0.05, max=0.95, help="Share of the examples kept to report on, not fit.")
+    ] = 0.5,
+    min_gap: Annotated[
+        float, typer.Option(min=0.0, help="Pairs whose oracle scores differ by at most this are left out.")
+    ] = 0.1,
+    write: Annotated[
+        bool, typer.Option(help="Store the temperature in the model folder's config.json (default: report).")
+    ] = False,
+) -> None:
+    """Fit PairRanker's temperature, so that compare's P(A better) = sigmoid(margin / T) is calibrated,
+    and report the expected calibration error and Brier score before and after on held-out pairs.
+
+    The examples are split by a hash of their id: the temperature is fitted on one part and reported
+    on the other. With --write it is stored with the model (for the shipped ranker: in the package).
+    """
+    from llmblend.data.mixinstruct import load_mixinstruct
+    from llmblend.rank.pairranker import DEFAULT_MODEL_DIR
+    from llmblend.train.calibrate import calibrate, write_temperature
+
+    with user_errors():
+        examples = load_mixinstruct(file)
+        ranker = load_pair_ranker(model, runtime, 32)
+        with err_console.status("scoring the pairs in both orders..."):
+            report = calibrate(ranker.compare_pairs, examples, oracle, holdout=holdout, min_gap=min_gap)
+        if write:
+            write_temperature(model or DEFAULT_MODEL_DIR, report.temperature)
+    r = report
+    stored = f"; stored in {model or DEFAULT_MODEL_DIR}" if write else " (not stored: --write stores it)"
+    console.print(
+        f"temperature {r.temperature:.4f} fitted on {r.fit_pairs} pairs; on {r.report_pairs} held-out "
+        f"pairs: ECE {r.ece_before:.4f} -> {r.ece_after:.4f}, Brier {r.brier_before:.4f} -> "
+        f"{r.brier_after:.4f}, accuracy {r.accuracy:.4f}{stored}",
         highlight=False,
         markup=False,
     )

@@ -12,21 +12,23 @@ Terms (each an antisymmetric ``float64[N, N]`` matrix per example, ``φ[i, j] = 
   (z-score of log characters against that model's answers in the pool's data): an unusually short
   answer from a strong model is often a refusal or a slip.
 
-:func:`fit_switch` fits the weights by weighted logistic regression on *challenger vs the pool's
-favourite* pairs only, with an intercept ``b`` (the incumbent's edge): exactly the decision the
-pool-seeded strategy makes. Each pair weighs its oracle-score gap, so the fit cares most about the
+:func:`fit_switch` fits the weights by weighted logistic regression
+(:func:`~llmblend.rank.calibration.logistic_fit`) on *challenger vs the pool's favourite* pairs
+only, with an intercept ``b`` (the incumbent's edge): exactly the decision the pool-seeded
+strategy makes. Each pair weighs its oracle-score gap, so the fit cares most about the
 pairs whose order moves the picked answer's score. The ``full`` strategy reuses the same weights
 without the intercept (the antisymmetric part), averaged over all opponents.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from llmblend.rank.calibration import logistic_fit
 
 #: Every term the combination knows, in the order weights are stored and reported.
 TERMS = ("pool", "ranker", "length", "consensus", "rel_length")
@@ -159,34 +161,5 @@ def fit_switch(
                 weights.append(abs(gap))
     if not rows:
         raise ValueError("no challenger scored differently from the favourite: nothing to fit")
-    beta = _logistic(np.array(rows), np.array(labels), np.array(weights), l2)
+    beta = logistic_fit(np.array(rows), np.array(labels), np.array(weights), l2)
     return round(float(beta[0]), 6), {t: round(float(b), 6) for t, b in zip(terms, beta[1:], strict=True)}
-
-
-def _logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float) -> np.ndarray:
-    """Weighted, L2-penalised logistic regression (L-BFGS from zeros): the coefficients ``[T]``."""
-    from scipy.optimize import minimize
-
-    def loss(beta: np.ndarray) -> tuple[float, np.ndarray]:
-        z = x @ beta
-        value = np.sum(w * (y * np.logaddexp(0, -z) + (1 - y) * np.logaddexp(0, z))) / w.sum()
-        grad = x.T @ (w * (1 / (1 + np.exp(-z)) - y)) / w.sum()
-        return float(value + 0.5 * l2 * beta @ beta), grad + l2 * beta
-
-    return minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B").x
-
-
-def expected_calibration_error(probabilities: np.ndarray, outcomes: np.ndarray, bins: int = 10) -> float:
-    """ECE: the mean |accuracy − confidence| over equal-width probability bins, weighted by size."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    outcomes = np.asarray(outcomes, dtype=np.float64)
-    if not len(probabilities):
-        return math.nan
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(probabilities, edges[1:-1]), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            error += mask.mean() * abs(outcomes[mask].mean() - probabilities[mask].mean())
-    return float(error)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,6 +74,8 @@ class PairRankerSettings:
     gets ``(max_length − len(source tokens)) // 2`` tokens, so source budget left unused goes to
     the candidates (§3.1). ``task_names`` name the head's outputs (one per training metric).
     ``length_feature`` adds the untruncated length of each candidate as an input (module docstring).
+    ``temperature`` calibrates :meth:`PairRanker.probability`: P(a better) = sigmoid(margin / T),
+    fitted on held-out pairs by ``llmblend train calibrate`` (1.0: the raw logit).
     """
 
     source_max_length: int = 128
@@ -83,8 +86,11 @@ class PairRankerSettings:
     task_names: tuple[str, ...] = ("preference",)
     token_ids: dict[str, int] = field(default_factory=dict)
     length_feature: bool = False
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be a finite number above 0, got {self.temperature}")
         for name in ("source_max_length", "candidate_max_length", "n_tasks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -447,6 +453,13 @@ class PairRanker:
         half = (logits[: len(queries)] - logits[len(queries) :]) / 2
         sign = np.array([1.0 if q.first <= q.second else -1.0 for q in queries])
         return half * sign
+
+    def probability(self, instructions: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
+        """P(``a[i]`` is better than ``b[i]``): sigmoid(compare / temperature), float64; calibrated
+        when the settings carry a fitted temperature. Depends on the pair alone, never on other
+        candidates, and ``probability(a, b) == 1 − probability(b, a)``."""
+        margins = self.compare(instructions, a, b) / self.config.temperature
+        return 1.0 / (1.0 + np.exp(-margins))
 
     def compare(self, instructions: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """Debiased margins for answers ``a[i]`` vs ``b[i]`` to ``instructions[i]``; > 0: ``a`` better."""

@@ -53,9 +53,12 @@ async def compare_answers(gateway: Gateway, body: CompareRequest) -> dict[str, A
         )
     (margin,) = await in_worker(gateway.rank_lock, compare, [body.instruction], [body.a], [body.b])
     margin = float(margin)
+    temperature = getattr(
+        getattr(gateway.ranker, "config", None), "temperature", 1.0
+    )  # calibrated PairRanker
     return {
         "object": "comparison",
-        "probability": 1.0 / (1.0 + math.exp(-margin)),
+        "probability": 1.0 / (1.0 + math.exp(-margin / temperature)),
         "margin": margin,
         "better": "a" if margin > 0 else "b" if margin < 0 else "tie",
     }
