@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llmblend.rank.calibration import expected_calibration_error
 from llmblend.rank.combine import (
     Combination,
     consensus_scores,
-    expected_calibration_error,
     fit_switch,
     length_matrix,
 )

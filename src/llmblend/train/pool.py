@@ -30,7 +30,8 @@ from llmblend.data.preferences import read_preferences
 from llmblend.data.validate import detect_format
 from llmblend.errors import LlmblendError
 from llmblend.rank.base import PairQuery
-from llmblend.rank.combine import TERMS, Combination, expected_calibration_error, fit_switch
+from llmblend.rank.calibration import expected_calibration_error
+from llmblend.rank.combine import TERMS, Combination, fit_switch
 from llmblend.rank.pool import (
     PoolModel,
     comparisons_from_cmp_results,
