@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmblend.backends.base import Backend
+from llmblend.backends.base import Backend, GenerationParams
 from llmblend.blend.aio import ClosesItsLoop, LoopRunner
 from llmblend.blend.fuse import NO_FUSER_NOTE
 from llmblend.blend.generate import DEFAULT_ID, as_slots, generate_stage
@@ -155,6 +155,17 @@ class Blender(ClosesItsLoop):
 
         parsed = config if isinstance(config, GenerateConfig) else load_backend_config(config)
         return cls(build_slots(parsed), PairRanker.default(), default_fuser(), **options)
+
+    @classmethod
+    def best_of_n(
+        cls, backend: Backend, params: GenerationParams, n: int, ranker: Ranker, **options: Any
+    ) -> Blender:
+        """A Blender that asks ``backend`` for ``n`` seeded samples (:func:`~llmblend.blend.best_of_n.
+        sample_slots`) and returns the best by ``ranker``: :meth:`blend` is then best-of-n."""
+        from llmblend.blend.best_of_n import check_sampling, sample_slots
+
+        check_sampling(params, n, backend.name)
+        return cls(sample_slots(backend, params, n), ranker, None, **options)
 
     @property
     def ranker_name(self) -> str:

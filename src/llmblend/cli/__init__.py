@@ -11,7 +11,7 @@ from __future__ import annotations
 
 # isort: off
 # The import order is the order `llmblend --help` lists them: commands first, then groups.
-from llmblend.cli import rank, generate, fuse, serve  # noqa: F401  (rank, compare; generate; fuse, blend; serve)
+from llmblend.cli import rank, generate, best_of_n, fuse, serve  # noqa: F401  (rank, compare; generate; best-of-n; fuse, blend; serve)
 from llmblend.cli import data, eval, train  # noqa: F401  (the `data`, `eval` and `train` groups)
 
 # isort: on

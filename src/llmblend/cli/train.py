@@ -283,7 +283,7 @@ def train_calibrate_command(
     model: ModelOption = None,
     runtime: RuntimeOption = None,
     holdout: Annotated[
-        float, typer.Option(min=0.05, max=0.95, help="Share of the examples kept to report on, not fit.")
+        float, typer.Option(help="Share of the examples kept to report on, not fit (between 0 and 1).")
     ] = 0.5,
     min_gap: Annotated[
         float, typer.Option(min=0.0, help="Pairs whose oracle scores differ by at most this are left out.")

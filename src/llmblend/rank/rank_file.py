@@ -127,11 +127,13 @@ def rank_pending(
     ranker_label: str,
     chunk_size: int = 16,
     on_chunk: Callable[[int, int], None] | None = None,
+    annotate: Callable[[Example, Ranking], dict[str, Any]] | None = None,
 ) -> RankFileReport:
     """Rank ``todo`` (from :func:`pending_examples`) chunk by chunk, appending each chunk to ``out``.
 
-    ``on_chunk(done, total)`` is called after each chunk (for progress bars). Per-example failures
-    are written as rankings with ``error`` set, not raised.
+    ``on_chunk(done, total)`` is called after each chunk (for progress bars); ``annotate(example,
+    ranking)`` gives more top-level fields for an output record (best-of-n's ``best``). Per-example
+    failures are written as rankings with ``error`` set, not raised.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -145,6 +147,7 @@ def rank_pending(
             out,
             (
                 ranking_record(ex, r, ranker=ranker_label, strategy=strategy)
+                | (annotate(ex, r) if annotate else {})
                 for ex, r in zip(chunk, rankings, strict=True)
             ),
         )

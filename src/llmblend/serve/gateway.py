@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from llmblend.backends.base import Backend
 from llmblend.backends.config import GenerateConfig, Slot, build_slots
+from llmblend.blend.best_of_n import sample_slots
 from llmblend.blend.pipeline import RankAndFuse
 from llmblend.fuse.base import Fuser
 from llmblend.rank.base import Ranker
@@ -145,10 +146,10 @@ class Gateway:
 
     def _profile_slots(self, spec: ProfileSpec) -> list[Slot]:
         names = spec.backends or list(self.slots)
-        if spec.kind == "best-of-n":
+        if spec.kind == "best-of-n":  # seeds again per request (run.request_params) when one names a seed
             (name,) = names
             first = self.slots[name][0]
-            return [Slot(first.backend, first.params) for _ in range(spec.n)]
+            return sample_slots(first.backend, first.params, spec.n)
         return [slot for name in names for slot in self.slots[name]]
 
     def owner(self, name: str) -> str:
