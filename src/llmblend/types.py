@@ -9,6 +9,8 @@ gave for it. A :class:`PreferencePair` is one pairwise judgement, the unit PairR
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias
 
@@ -46,6 +48,32 @@ def prompt_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n\n".join(f"{m.role}: {m.content}" for m in prompt)
+
+
+_FLAT_TURN = re.compile(r"\n\n(?:user|assistant): ")
+
+
+def is_flattened_conversation(text: str) -> bool:
+    """Whether ``text`` is turns flattened by :func:`prompt_text`: it starts with a role label and
+    has a later user or assistant turn (a single instruction or answer never does)."""
+    return text.startswith(("system: ", "user: ", "assistant: ")) and _FLAT_TURN.search(text) is not None
+
+
+def split_conversations(a: Sequence[Message], b: Sequence[Message]) -> tuple[Prompt, str, str]:
+    """Two conversations as (shared source, rest of a, rest of b): the longest common prefix of turns
+    is the source; what follows is the candidate — the last assistant turn's text when that is all
+    that differs, else the flattened remaining turns (conversations whose histories differ)."""
+    shared = 0
+    while shared < min(len(a), len(b)) - 1 and a[shared] == b[shared]:
+        shared += 1
+    rest_a, rest_b = list(a[shared:]), list(b[shared:])
+    if not rest_a or not rest_b:
+        raise ValueError("two conversations to compare must each end with a turn the other lacks")
+
+    def candidate(rest: list[Message]) -> str:
+        return rest[0].content if len(rest) == 1 and rest[0].role == "assistant" else prompt_text(rest)
+
+    return (as_prompt(list(a[:shared])) if shared else ""), candidate(rest_a), candidate(rest_b)
 
 
 @dataclass(slots=True)

@@ -49,6 +49,12 @@ CONVERTERS: dict[str, Converter] = {
             "mt-bench", "examples", "MT-bench first turns × 32 models", _no_models(fastchat.mt_bench_examples)
         ),
         Converter(
+            "mt-bench-2turn",
+            "examples",
+            "MT-bench second turns: each model's own two-turn conversation as its candidate",
+            _no_models(fastchat.mt_bench_two_turn_examples),
+        ),
+        Converter(
             "arena-bench",
             "examples",
             "arena-bench-v1 × 17 models, scores.gpt4_score (1-10)",

@@ -36,7 +36,14 @@ from llmblend.rank.base import CONFIG_KEY, PairQuery, RankItem, rank_items
 from llmblend.rank.compact import load_weights
 from llmblend.rank.encoding import load_encoder, to_device
 from llmblend.rank.onnx_runtime import onnx_module
-from llmblend.types import Example, Ranking
+from llmblend.types import (
+    Example,
+    Message,
+    Ranking,
+    is_flattened_conversation,
+    prompt_text,
+    split_conversations,
+)
 
 log = logging.getLogger(__name__)
 
@@ -364,8 +371,34 @@ class PairRanker:
     def _encode(self, texts: list[str], max_length: int) -> list[list[int]]:
         return self.tokenizer(texts, max_length=max_length, truncation=True)["input_ids"]
 
+    def _source_ids(self, source: str) -> list[int]:
+        """The source's tokens (§3.1), cut to ``source_max_length``; see :meth:`_cut`."""
+        return self._cut(SOURCE_TOKEN, source, self.config.source_max_length)
+
     def _encode_candidates(self, marker: str, texts: list[str], budget: int) -> list[list[int]]:
-        return self._encode([marker + _strip_special(text) for text in texts], budget)
+        """Each text's tokens within ``budget`` (plain texts in one batched call, as before)."""
+        turns = {i for i, text in enumerate(texts) if is_flattened_conversation(text)}
+        plain = [i for i in range(len(texts)) if i not in turns]
+        ids = {i: self._cut(marker, texts[i], budget) for i in turns}
+        encoded = self._encode([marker + _strip_special(texts[i]) for i in plain], budget) if plain else []
+        ids.update(zip(plain, encoded, strict=True))
+        return [ids[i] for i in range(len(texts))]
+
+    def _cut(self, marker: str, text: str, budget: int) -> list[int]:
+        """``marker + text`` as tokens within ``budget``: plain text keeps its start; a conversation
+        (:func:`~llmblend.types.is_flattened_conversation`) keeps its latest turns, cut from the
+        left at a token boundary (LLM-Blender's ``compare_conversations``), the marker kept first."""
+        marked = marker + _strip_special(text)
+        if not is_flattened_conversation(text):
+            return self._encode([marked], budget)[0]
+        plain = self.tokenizer(marked, add_special_tokens=False)["input_ids"]
+        full = self.tokenizer(marked, add_special_tokens=True)["input_ids"]
+        if len(full) <= budget:
+            return full
+        start = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
+        head, tail = full[:start], full[start + len(plain) :]
+        keep = max(budget - len(head) - len(tail) - 1, 1)
+        return head + plain[:1] + plain[1:][-keep:] + tail
 
     def _pair_ids(self, queries: Sequence[PairQuery]) -> list[list[int]]:
         """Token ids of each pair, tokenising every distinct text once per source (§3.1 input)."""
@@ -375,7 +408,7 @@ class PairRanker:
             by_source.setdefault(query.source, []).append(index)
         ids: list[list[int]] = [[] for _ in queries]
         for source, indices in by_source.items():
-            (source_ids,) = self._encode([SOURCE_TOKEN + _strip_special(source)], config.source_max_length)
+            source_ids = self._source_ids(source)
             budget = max((config.max_length - len(source_ids)) // 2, 4)
             texts = sorted({t for i in indices for t in (queries[i].first, queries[i].second)})
             first = dict(zip(texts, self._encode_candidates(CANDIDATE1_TOKEN, texts, budget), strict=True))
@@ -453,6 +486,18 @@ class PairRanker:
         half = (logits[: len(queries)] - logits[len(queries) :]) / 2
         sign = np.array([1.0 if q.first <= q.second else -1.0 for q in queries])
         return half * sign
+
+    def compare_conversations(
+        self, a: Sequence[Sequence[Message]], b: Sequence[Sequence[Message]]
+    ) -> np.ndarray:
+        """:meth:`compare` for pairs of conversations: the turns they share are the source (latest
+        kept), what follows are the candidates (:func:`~llmblend.types.split_conversations`)."""
+        if len(a) != len(b):
+            raise ValueError(f"compare_conversations needs equal lengths, got {len(a)} and {len(b)}")
+        split = [split_conversations(x, y) for x, y in zip(a, b, strict=True)]
+        return self.compare(
+            [prompt_text(s) for s, _, _ in split], [x for _, x, _ in split], [y for _, _, y in split]
+        )
 
     def probability(self, instructions: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """P(``a[i]`` is better than ``b[i]``): sigmoid(compare / temperature), float64; calibrated

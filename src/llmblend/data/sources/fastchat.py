@@ -3,9 +3,13 @@
 Questions ``{"question_id", "turns": [...]}``, one answer file per model, optional GPT-4 reference
 answers and GPT-4 single-answer judgements (score 1–10). Each question becomes one example whose
 instruction is the first user turn; every model's first answer is a candidate, with the judge's
-score as ``scores["gpt4_score"]`` where a judgement exists. The second MT-bench turn is not
-converted: each model answered it after its *own* first answer, so the candidates would not share
-one conversation.
+score as ``scores["gpt4_score"]`` where a judgement exists.
+
+The second MT-bench turn is converted apart (:func:`mt_bench_two_turn_examples`): each model
+answered it after its *own* first answer, so the candidates do not share one conversation. The
+shared source is the first user turn, and each candidate is the model's whole continuation —
+its first answer, the second question, its second answer — flattened as turns (the way
+:func:`~llmblend.types.split_conversations` compares conversations whose histories differ).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pathlib import Path
 
 from llmblend.data.jsonl import read_jsonl
 from llmblend.data.sources import require_file
-from llmblend.types import Candidate, Example
+from llmblend.types import Candidate, Example, Message, prompt_text
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +126,39 @@ def arena_bench_examples(data_dir: Path) -> list[Example]:
 def lima_test_examples(data_dir: Path) -> list[Example]:
     """LIMA-test: 300 questions × 4 models; GPT-4 scores for the three LIMA models."""
     return fastchat_examples(data_dir, LIMA_TEST)
+
+
+def mt_bench_two_turn_examples(data_dir: Path) -> list[Example]:
+    """MT-bench second turns: 80 questions × 32 models' own two-turn conversations (see the module)."""
+    folder = require_file(data_dir, MT_BENCH.folder)
+    questions = list(read_jsonl(require_file(folder, "question.jsonl")))
+    turns: dict[str, dict[str, list[str]]] = {}
+    for path in sorted((folder / "model_answer").glob("*.jsonl")):
+        model = path.name.removesuffix(".jsonl")
+        turns[model] = {str(r["question_id"]): r["choices"][0]["turns"] for r in read_jsonl(path)}
+    examples = []
+    for question in questions:
+        qid, (first, second) = str(question["question_id"]), question["turns"][:2]
+        candidates = [
+            Candidate(model, _continuation(answers[0], second, answers[1]), {}, "unknown")
+            for model, by_question in turns.items()
+            if len(answers := by_question.get(qid, [])) >= 2
+        ]
+        examples.append(
+            Example(
+                id=f"mt_bench_2turn/{qid}",
+                instruction=first,
+                candidates=candidates,
+                extra={"category": question.get("category"), "second_turn": second},
+            )
+        )
+    return examples
+
+
+def _continuation(first_answer: str, second_question: str, second_answer: str) -> str:
+    turns = [
+        Message("assistant", first_answer),
+        Message("user", second_question),
+        Message("assistant", second_answer),
+    ]
+    return prompt_text(turns)

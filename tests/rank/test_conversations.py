@@ -1,0 +1,83 @@
+"""Conversations: the latest turns fill the source budget; conversations are compared by what differs."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmblend.rank.pairranker import SOURCE_TOKEN, PairRanker
+from llmblend.types import Message, is_flattened_conversation, prompt_text, split_conversations
+
+
+@pytest.fixture(scope="module")
+def ranker() -> PairRanker:
+    return PairRanker.default(runtime="onnx-int8")
+
+
+def _turns(n: int) -> list[Message]:
+    return [Message("user" if k % 2 == 0 else "assistant", f"turn {k} " + "filler " * 20) for k in range(n)]
+
+
+def test_a_long_conversation_keeps_its_latest_turns_and_an_instruction_its_start(ranker) -> None:
+    conversation = prompt_text([*_turns(6), Message("user", "What is the capital of France?")])
+    ids = ranker._source_ids(conversation)
+    assert len(ids) == ranker.config.source_max_length
+    text = ranker.tokenizer.decode(ids)
+    assert "capital of france" in text.lower() and "turn 0" not in text  # cut from the left
+    marker = ranker.tokenizer.convert_tokens_to_ids(SOURCE_TOKEN)
+    assert (
+        ids[1] == marker
+        and ids[0] == ranker.tokenizer.cls_token_id
+        and ids[-1] == ranker.tokenizer.sep_token_id
+    )
+    instruction = "What is the capital of France? " + "Please answer in detail. " * 30
+    assert (
+        "capital of france" in ranker.tokenizer.decode(ranker._source_ids(instruction)).lower()
+    )  # the start
+
+
+def test_a_short_conversation_is_encoded_whole(ranker) -> None:
+    short = prompt_text(
+        [Message("user", "Hi."), Message("assistant", "Hello!"), Message("user", "Name a colour.")]
+    )
+    full = ranker.tokenizer(SOURCE_TOKEN + short)["input_ids"]
+    assert ranker._source_ids(short) == full
+
+
+def test_split_conversations_shares_the_history_and_keeps_what_differs() -> None:
+    history = [Message("user", "Name a metal."), Message("assistant", "Iron."), Message("user", "Another?")]
+    a, b = [*history, Message("assistant", "Copper.")], [*history, Message("assistant", "Wood.")]
+    source, x, y = split_conversations(a, b)
+    assert source == history and (x, y) == ("Copper.", "Wood.")
+    own_a = [history[0], Message("assistant", "Tin."), history[2], Message("assistant", "Lead.")]
+    source, x, y = split_conversations(own_a, b)
+    assert source == "Name a metal." and x.startswith("assistant: Tin.") and is_flattened_conversation(x)
+    assert not is_flattened_conversation("user: is this a conversation? no.")
+
+
+def test_compare_conversations_prefers_the_better_last_turn_in_either_order(ranker) -> None:
+    history = [
+        Message("user", "What is the capital of France?"),
+        Message("assistant", "Paris."),
+        Message("user", "And of Italy?"),
+    ]
+    good, bad = (
+        [*history, Message("assistant", "Rome is the capital of Italy.")],
+        [*history, Message("assistant", "Bananas.")],
+    )
+    forward = ranker.compare_conversations([good], [bad])
+    backward = ranker.compare_conversations([bad], [good])
+    assert forward[0] > 0 and backward[0] == pytest.approx(-forward[0])
+    expected = ranker.compare([prompt_text(history)], ["Rome is the capital of Italy."], ["Bananas."])
+    assert forward[0] == pytest.approx(expected[0])
+
+
+def test_mt_bench_second_turns_convert_to_whole_continuations(data_dir) -> None:
+    from llmblend.data.sources.fastchat import mt_bench_two_turn_examples
+
+    examples = mt_bench_two_turn_examples(data_dir)
+    assert len(examples) == 80 and all(len(ex.candidates) == 32 for ex in examples)
+    first = examples[0]
+    assert isinstance(first.instruction, str) and first.extra["second_turn"]
+    assert all(
+        c.text.startswith("assistant: ") and first.extra["second_turn"] in c.text for c in first.candidates
+    )
