@@ -1,0 +1,1 @@
+"""Adapters from llmblend to other libraries' interfaces (TRL judges and reward functions)."""
