@@ -168,3 +168,57 @@ def held_out(
         highlight=False,
         markup=False,
     )
+
+
+class PairMode(StrEnum):
+    best_worst = "best-worst"
+    top_vs_rest = "top-vs-rest"
+    all = "all"
+
+
+@data_app.command("pairs")
+def pairs(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A MixInstruct JSONL file ranked by llmblend rank, or with oracle scores (with --by)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Where the preference pairs go (TRL JSONL).")],
+    mode: Annotated[
+        PairMode,
+        typer.Option(
+            metavar="<mode>",
+            help="best-worst: one pair per example; top-vs-rest: the best against each other "
+            "candidate; all: every two candidates.",
+        ),
+    ] = PairMode.best_worst,
+    min_margin: Annotated[
+        float,
+        typer.Option(min=0.0, help="Drop pairs whose scores differ by less (in the score's units)."),
+    ] = 0.0,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            help="Order candidates by this oracle score (e.g. gpt4_win) instead of the ranking field."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Read only the first N records.")] = None,
+) -> None:
+    """Write preference pairs for DPO (TRL's format) from a ranked or oracle-scored file.
+
+    Each example's candidates are ordered by score, best first; equal scores keep candidate
+    order. A text instruction gives TRL's standard form, a conversation its conversational form.
+    Each pair records the example, both models, decoding methods and scores, the margin and the
+    ranker (or oracle:NAME).
+
+    Records without a ranking, or whose ranking failed, are skipped; pairs with identical texts
+    or a margin below --min-margin are dropped. Both are counted in the summary. The same input
+    gives the same output, byte for byte.
+    """
+    from llmblend.data.dpo_pairs import PairsConfig, write_dpo_pairs
+
+    with user_errors():
+        config = PairsConfig(mode.value, min_margin, by, limit)
+        summary = write_dpo_pairs(file, out, config)
+    console.print(f"{file} → {out}: {summary.line()}", highlight=False, markup=False)

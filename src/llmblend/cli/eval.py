@@ -234,7 +234,11 @@ def _label_sets() -> str:
 def eval_agreement(
     labels: Annotated[
         list[str],
-        typer.Option("--labels", "-l", help="A label set (below) or a preference JSONL file; repeat."),
+        typer.Option(
+            "--labels",
+            "-l",
+            help="A label set (below), rewardbench:FILE, or a preference JSONL file; repeat.",
+        ),
     ],
     ranker: Annotated[
         list[str] | None, typer.Option("--ranker", "-r", help="A ranker spec to measure (repeat).")
@@ -262,7 +266,7 @@ def eval_agreement(
     also called a tie. Judges ask both orders; a verdict that flips with the order is a tie.
     """
     from llmblend.data.sources import locate_data_dir
-    from llmblend.eval.agreement import agreement, judge_predictions, load_labels, ranker_predictions
+    from llmblend.eval.agreement import grouped_agreement, judge_predictions, load_labels, ranker_predictions
     from llmblend.eval.ranking import markdown_table
 
     with user_errors():
@@ -275,10 +279,10 @@ def eval_agreement(
         results = []
         for name, pairs in sets.items():
             for spec, model in methods.items():
-                results.append(agreement(name, spec, pairs, ranker_predictions(model, pairs)))
+                results += grouped_agreement(name, spec, pairs, ranker_predictions(model, pairs))
             if the_judge is not None:
                 label = f"judge: {the_judge.backend.name} ({judge_prompt})"
-                results.append(agreement(name, label, pairs, judge_predictions(the_judge, pairs)))
+                results += grouped_agreement(name, label, pairs, judge_predictions(the_judge, pairs))
     cells = agreement_cells(results)
     console.print(rich_table(cells, "agreement with the labels (ties apart)"))
     if the_judge is not None:

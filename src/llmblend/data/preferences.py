@@ -9,7 +9,8 @@ Read, each line one of:
 
 Optional keys ``source``, ``example_id``, ``chosen_model``, ``rejected_model``, ``margin`` are kept; other
 keys are ignored. Written: the standard form (a conversation prompt stays a list of messages),
-plus the optional keys that are set.
+plus the optional keys that are set; with ``conversational=True`` a conversation prompt gets TRL's
+conversational form, each answer one assistant message.
 """
 
 from __future__ import annotations
@@ -94,11 +95,17 @@ def pair_from_record(record: dict[str, Any], default_source: str = "") -> Prefer
     )
 
 
-def record_from_pair(pair: PreferencePair) -> dict[str, Any]:
+def _answer_json(text: str, as_message: bool) -> str | list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}] if as_message else text
+
+
+def record_from_pair(pair: PreferencePair, *, conversational: bool = False) -> dict[str, Any]:
+    """The JSON record of a pair; ``conversational``: a conversation prompt's answers as messages."""
+    as_message = conversational and not isinstance(pair.prompt, str)
     record: dict[str, Any] = {
         "prompt": prompt_to_json(pair.prompt),
-        "chosen": pair.chosen,
-        "rejected": pair.rejected,
+        "chosen": _answer_json(pair.chosen, as_message),
+        "rejected": _answer_json(pair.rejected, as_message),
         "source": pair.source,
     }
     for key in ("example_id", "chosen_model", "rejected_model", "margin"):

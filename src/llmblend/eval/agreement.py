@@ -6,6 +6,8 @@ Label sets (``llmblend eval agreement --labels NAME``), all read from the shared
 - ``vicuna80-human``: FairEval's 80 human labels on gpt-3.5 vs vicuna-13b over the Vicuna-80
   questions (CHATGPT / VICUNA13B / TIE);
 - ``vicuna80-gpt4``: GPT-4's reviews of the same 80 pairs (equal scores are a tie);
+- ``rewardbench:PATH``: a RewardBench file (prompt, chosen, rejected, subset; no ties), reported
+  as a whole and per subset (:func:`label_groups`);
 - or a TRL-style preference JSONL file (no ties).
 
 Ties are kept apart: ``accuracy`` is over pairs the label decides *and* the method decides;
@@ -126,11 +128,13 @@ LABEL_SETS = {
     "hhh": "221 HHH-alignment pairs, human preference",
     "vicuna80-human": "80 Vicuna questions, gpt-3.5 vs vicuna-13b, human labels with ties (FairEval)",
     "vicuna80-gpt4": "the same 80 pairs, GPT-4's review scores (equal = tie)",
+    "rewardbench:FILE": "a RewardBench JSONL or JSON file of pairs, reported whole and per subset",
 }
+REWARDBENCH = "rewardbench:"
 
 
 def load_labels(name: str, data_dir: Path) -> list[LabelledPair]:
-    """A named label set (:data:`LABEL_SETS`) or a preference-pair JSONL file."""
+    """A named label set (:data:`LABEL_SETS`), ``rewardbench:PATH``, or a preference-pair JSONL file."""
     if name == "hhh":
         from llmblend.data.sources.hhh import HHH_FILE, hhh_pairs
 
@@ -139,6 +143,10 @@ def load_labels(name: str, data_dir: Path) -> list[LabelledPair]:
         return vicuna80_human(data_dir)
     if name == "vicuna80-gpt4":
         return vicuna80_gpt4(data_dir)
+    if name.startswith(REWARDBENCH):
+        from llmblend.data.sources.rewardbench import rewardbench_pairs
+
+        return from_preferences(rewardbench_pairs(name.removeprefix(REWARDBENCH)))
     if Path(name).is_file():
         from llmblend.data.preferences import read_preferences
 
@@ -223,3 +231,26 @@ def agreement(
         tie_labels=int((~decided_label).sum()),
         ties_matched=int(((~decided_label) & (pred == "tie")).sum()),
     )
+
+
+def label_groups(name: str, pairs: Sequence[LabelledPair]) -> dict[str, list[int]]:
+    """Indices of the pairs to report on: all of them under ``name``, and for a RewardBench set
+    also each subset's under ``"NAME / SUBSET"`` (subsets in first-seen order)."""
+    groups = {name: list(range(len(pairs)))}
+    if name.startswith(REWARDBENCH):
+        for index, pair in enumerate(pairs):
+            subset = pair.source.partition("/")[2] or "(no subset)"
+            groups.setdefault(f"{name} / {subset}", []).append(index)
+    return groups
+
+
+def grouped_agreement(
+    labels: str, method: str, pairs: Sequence[LabelledPair], predictions: Sequence[Prediction]
+) -> list[Agreement]:
+    """:func:`agreement` on the whole label set, then on each of its :func:`label_groups`."""
+    if len(pairs) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions for {len(pairs)} pairs")
+    return [
+        agreement(group, method, [pairs[i] for i in indices], [predictions[i] for i in indices])
+        for group, indices in label_groups(labels, pairs).items()
+    ]
