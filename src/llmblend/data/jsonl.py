@@ -221,7 +221,7 @@ def _complete_records(path: Path) -> Iterator[Any]:
     if len(complete) < len(data):
         with path.open("r+b") as handle:
             handle.truncate(len(complete))
-    for number, line in enumerate(complete.decode("utf-8").splitlines(), start=1):
+    for number, line in enumerate(complete.decode("utf-8").split("\n"), start=1):
         if line.strip():
             yield parse_line(path, number, line)
 
