@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,8 +16,6 @@ from llmblend.cli.common import (
     RankerOption,
     RuntimeOption,
     app,
-    apply_budget,
-    choose_ranker,
     console,
     err_console,
     load_pair_ranker,
@@ -25,6 +23,13 @@ from llmblend.cli.common import (
     ranker_listing,
     user_errors,
 )
+from llmblend.cli.tables import rich_table
+from llmblend.engines.recipe import RankerRecipe
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from llmblend.engines.ray_rank import RayRankReport
 
 
 @app.command("rank", epilog=ranker_listing())
@@ -58,6 +63,33 @@ def rank_command(
     limit: Annotated[
         int | None, typer.Option(min=1, help="Rank only the first N examples of FILE (default: all).")
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(help="Where to rank: local (in this process) or ray (a pool of Ray workers)."),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="With --engine ray: the Ray cluster to join, auto (the one ray start began on this "
+            "machine) or ray://HOST:PORT (default: start a local Ray for this command)."
+        ),
+    ] = None,
+    num_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="With --engine ray: how many workers rank at once, each with its own ranker and one "
+            "CPU (default: 1).",
+        ),
+    ] = None,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="With --engine ray: examples per shard, the unit a worker ranks and the driver keeps in "
+            "OUT.shards until all are merged into OUT (default: 64).",
+        ),
+    ] = None,
 ) -> None:
     """Rank every example's candidates with PairRanker (LLM-Blender §3), or any ranker given by
     --ranker, and write them to OUT.
@@ -73,48 +105,120 @@ def rank_command(
     Each output record is the input record plus "ranking": the candidate order (best first), one
     score per candidate, the forward passes (or judge calls) used and any error. OUT is appended chunk
     by chunk; rerunning the same command after an interruption ranks only what OUT lacks.
-    """
-    from llmblend.rank.rank_file import pending_examples, rank_pending
 
+    With --engine ray, Ray workers rank shards of --shard-size examples, each worker building the
+    same ranker; finished shards wait in OUT.shards and are merged into OUT in input order, so OUT is
+    the same as a local run's. A rerun after an interruption redoes only the unfinished shards.
+    """
     out = out or file.with_name(f"{file.name.removesuffix('.jsonl')}.ranked.jsonl")
     with user_errors():
         if file.resolve() == out.resolve():
             raise ValueError(f"--out {out} is the input file; choose another path")
-        todo, done = pending_examples(file, out, limit)
-        if done:
-            err_console.print(f"{out}: {done} examples already ranked; ranking the {len(todo)} left")
-        ranker, label = choose_ranker(ranker_spec, model, runtime, batch_size, pool)
-        apply_budget(ranker, max_calls, max_tokens, max_seconds)
-        strategy = strategy or _default_strategy(ranker, pool)
-        with progress_bars() as start:
-            advance = start(f"ranking ({strategy}, {getattr(ranker, 'runtime', ranker.name)})", len(todo))
-            last = {"done": 0}
+        recipe = RankerRecipe(
+            ranker_spec, model, runtime, pool, batch_size, max_calls, max_tokens, max_seconds
+        )
+        ray_options = {"address": address, "num_workers": num_workers, "shard_size": shard_size}
+        if engine == "ray":
+            _rank_on_ray(recipe, file, out, strategy, chunk_size, limit, ray_options)
+            return
+        if engine != "local":
+            raise ValueError(f"unknown --engine {engine!r}: choose local or ray")
+        if given := [f"--{k.replace('_', '-')}" for k, v in ray_options.items() if v is not None]:
+            raise ValueError(f"{', '.join(given)}: only with --engine ray (the local engine has no workers)")
+        _rank_locally(recipe, file, out, strategy, chunk_size, limit)
 
-            def on_chunk(ranked: int, total: int) -> None:
-                advance(ranked - last["done"])
-                last["done"] = ranked
 
-            report = rank_pending(
-                ranker,
-                todo,
-                out,
-                already_done=done,
-                strategy=strategy,
-                ranker_label=label,
-                chunk_size=chunk_size,
-                on_chunk=on_chunk,
-            )
+def _rank_locally(
+    recipe: RankerRecipe, file: Path, out: Path, strategy: str | None, chunk_size: int, limit: int | None
+) -> None:
+    from llmblend.rank.rank_file import pending_examples, rank_pending
+
+    todo, done = pending_examples(file, out, limit)
+    if done:
+        err_console.print(f"{out}: {done} examples already ranked; ranking the {len(todo)} left")
+    ranker, label = recipe.build()
+    strategy = recipe.strategy_for(ranker, strategy)
+    with progress_bars() as start:
+        advance = start(f"ranking ({strategy}, {getattr(ranker, 'runtime', ranker.name)})", len(todo))
+        last = {"done": 0}
+
+        def on_chunk(ranked: int, total: int) -> None:
+            advance(ranked - last["done"])
+            last["done"] = ranked
+
+        report = rank_pending(
+            ranker,
+            todo,
+            out,
+            already_done=done,
+            strategy=strategy,
+            ranker_label=label,
+            chunk_size=chunk_size,
+            on_chunk=on_chunk,
+        )
     console.print(_report_line(report, out), highlight=False, markup=False)
 
 
-def _default_strategy(ranker, pool: Path | None) -> str:
-    if pool is not None:
-        from llmblend.rank.pool_ranker import DEFAULT_POOL_STRATEGY
+def _rank_on_ray(
+    recipe: RankerRecipe,
+    file: Path,
+    out: Path,
+    strategy: str | None,
+    chunk_size: int,
+    limit: int | None,
+    options: dict,
+) -> None:
+    from llmblend.engines.ray_rank import rank_file_on_ray, require_ray
 
-        return DEFAULT_POOL_STRATEGY
-    if ranker.name.startswith(("judge:", "cascade:")):
-        return ranker.strategy
-    return "sparse-refine"
+    require_ray()
+    report = rank_file_on_ray(
+        recipe,
+        file,
+        out,
+        strategy=strategy,
+        shard_size=options["shard_size"] or 64,
+        num_workers=options["num_workers"] or 1,
+        chunk_size=chunk_size,
+        limit=limit,
+        address=options["address"],
+    )
+    console.print(_ray_table(report))
+    console.print(_ray_line(report, out), highlight=False, markup=False)
+
+
+def _ray_table(report: RayRankReport) -> Table:
+    """Per worker: shards, records, failures, busy seconds, records/s; then the job as a whole."""
+    workers = report.workers.values()
+    rows = [
+        [name, str(w.shards), str(w.records), str(w.failed), f"{w.seconds:.1f}", _rate(w.records, w.seconds)]
+        for name, w in report.workers.items()
+    ]
+    rows.append(
+        [
+            "job (wall time)",
+            str(sum(w.shards for w in workers)),
+            str(report.ranked_now),
+            str(sum(w.failed for w in workers)),
+            f"{report.seconds:.1f}",
+            _rate(report.ranked_now, report.seconds),
+        ]
+    )
+    headers = ["worker", "shards", "records", "failed", "seconds", "records/s"]
+    return rich_table((headers, rows), f"Ray workers (strategy {report.strategy or '-'})")
+
+
+def _rate(records: int, seconds: float) -> str:
+    return f"{records / seconds:.2f}" if seconds > 0 else "-"
+
+
+def _ray_line(report: RayRankReport, out: Path) -> str:
+    return (
+        f"ranked {report.ranked_now} examples on Ray in {report.seconds:.1f} s "
+        f"({report.records_per_second:.2f} records/s; {report.startup_seconds:.1f} s joining Ray, "
+        f"{report.n_forward} forwards); {_usage_text(report.usage)}"
+        f"{report.shards_run} shards ranked now, {report.shards_reused} ({report.reused} records) from an "
+        f"earlier run; {report.already_done} were already done, {report.failed} failed; output: {out}"
+    )
 
 
 def _report_line(report, out: Path) -> str:
@@ -122,14 +226,20 @@ def _report_line(report, out: Path) -> str:
         f"ranked {report.ranked} examples in {report.seconds:.1f} s ({report.examples_per_second:.2f} "
         f"examples/s, {report.forwards_per_second:.1f} forwards/s, {report.n_forward} forwards); "
     )
-    if report.usage is not None:
-        u = {"calls": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0, **report.usage}
-        cost = f", ${u['cost_usd']:.4f}" if "cost_usd" in u else ""
-        line += (
-            f"judge: {u['calls']} calls ({u['cached']} cached), {u['prompt_tokens']} prompt + "
-            f"{u['completion_tokens']} completion tokens{cost}; "
-        )
+    line += _usage_text(report.usage)
     return line + f"{report.already_done} were already done, {report.failed} failed; output: {out}"
+
+
+def _usage_text(usage: dict | None) -> str:
+    """What an LLM judge spent, for the report line ("" without a judge)."""
+    if usage is None:
+        return ""
+    u = {"calls": 0, "cached": 0, "prompt_tokens": 0, "completion_tokens": 0, **usage}
+    cost = f", ${u['cost_usd']:.4f}" if "cost_usd" in u else ""
+    return (
+        f"judge: {u['calls']} calls ({u['cached']} cached), {u['prompt_tokens']} prompt + "
+        f"{u['completion_tokens']} completion tokens{cost}; "
+    )
 
 
 @app.command("compare")

@@ -141,16 +141,10 @@ def rank_pending(
     started = time.perf_counter()
     ranked = n_forward = failed = 0
     usage: dict[str, Any] | None = None
-    for chunk in _chunks(todo, chunk_size):
-        rankings: Sequence[Ranking] = ranker.rank(chunk, strategy=strategy)
-        append_jsonl(
-            out,
-            (
-                ranking_record(ex, r, ranker=ranker_label, strategy=strategy)
-                | (annotate(ex, r) if annotate else {})
-                for ex, r in zip(chunk, rankings, strict=True)
-            ),
-        )
+    for chunk, rankings, records in ranked_chunks(
+        ranker, todo, strategy=strategy, ranker_label=ranker_label, chunk_size=chunk_size, annotate=annotate
+    ):
+        append_jsonl(out, records)
         ranked += len(chunk)
         n_forward += sum(r.n_forward for r in rankings)
         failed += sum(not r.ok for r in rankings)
@@ -158,6 +152,30 @@ def rank_pending(
         if on_chunk:
             on_chunk(ranked, len(todo))
     return RankFileReport(ranked, already_done, n_forward, failed, time.perf_counter() - started, usage)
+
+
+def ranked_chunks(
+    ranker: Ranker,
+    todo: Sequence[Example],
+    *,
+    strategy: str,
+    ranker_label: str,
+    chunk_size: int = 16,
+    annotate: Callable[[Example, Ranking], dict[str, Any]] | None = None,
+) -> Iterator[tuple[list[Example], Sequence[Ranking], list[dict[str, Any]]]]:
+    """Rank ``todo`` ``chunk_size`` examples at a time: each chunk, its rankings and its output records.
+
+    Every engine ranks through this (the local one in :func:`rank_pending`, the Ray one in each
+    worker), so their records are the same.
+    """
+    for chunk in _chunks(todo, chunk_size):
+        rankings: Sequence[Ranking] = ranker.rank(chunk, strategy=strategy)
+        records = [
+            ranking_record(ex, r, ranker=ranker_label, strategy=strategy)
+            | (annotate(ex, r) if annotate else {})
+            for ex, r in zip(chunk, rankings, strict=True)
+        ]
+        yield chunk, rankings, records
 
 
 #: The usage fields that add up over examples.

@@ -122,6 +122,16 @@ def _architecture_of(folder: Path) -> str:
 
 def load_ranker(spec: str) -> Ranker:
     """Build the ranker a spec names (see the module docstring); errors list the known names."""
+    entry, argument = check_spec(spec)
+    factory = resolve_target(entry.target)
+    return factory(argument) if argument else factory()
+
+
+def check_spec(spec: str) -> tuple[RankerEntry, str]:
+    """The registry entry a spec names and its argument, without building anything.
+
+    Raises :class:`LlmblendError` for an unknown name or a missing or unexpected argument.
+    """
     if Path(spec).is_dir():
         name, argument = _architecture_of(Path(spec)), spec
     else:
@@ -134,8 +144,7 @@ def load_ranker(spec: str) -> Ranker:
         raise LlmblendError(f"ranker {name!r} takes no argument, got {spec!r}; use just {name!r}")
     if not argument and entry.argument_required:
         raise LlmblendError(f"ranker {name!r} needs an argument: {name}:<{entry.argument}>")
-    factory = resolve_target(entry.target)
-    return factory(argument) if argument else factory()
+    return entry, argument
 
 
 def describe_rankers() -> str:

@@ -1,0 +1,198 @@
+"""The shards of a rank job: fixed slices of the input, each finished one in its own file, merged in order.
+
+Shard ``k`` holds the pending examples (those OUT lacks, by ``id``) among input positions
+``[k * size, (k + 1) * size)`` of the first ``limit`` examples. The boundaries depend only on the
+input order and the shard size, never on what OUT holds, so a rerun after a kill (even one in the
+middle of the merge) finds the same shards and redoes only those without a finished file.
+
+A finished shard is ``OUT.shards/shard-000003.jsonl``: its output records, serialized as the local
+engine appends them. It appears by rename only, so it is whole or absent. ``manifest.json`` beside
+the shards records the settings they were ranked with; a rerun with other settings fails instead
+of mixing rankings. The merge appends each shard's records to OUT in input order (one flushed
+write per shard, skipping ids OUT already has) and then removes the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from llmblend.data.jsonl import dumps, resume_jsonl
+from llmblend.data.mixinstruct import read_mixinstruct, record_from_example
+from llmblend.errors import LlmblendError
+from llmblend.rank.rank_file import RANKING_FIELD
+from llmblend.types import Example
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """The pending examples of one slice of the input, in input order."""
+
+    index: int
+    examples: tuple[Example, ...]
+
+    @property
+    def ids(self) -> list[str]:
+        return [example.id for example in self.examples]
+
+    def input_text(self) -> str:
+        """The examples as MixInstruct JSONL, one record a line (what a worker receives)."""
+        return "".join(dumps(record_from_example(example)) + "\n" for example in self.examples)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardPlan:
+    """The shards a job still has to rank and how many examples OUT already holds."""
+
+    shards: tuple[Shard, ...]
+    already_done: int
+
+    @property
+    def pending(self) -> int:
+        return sum(len(shard.examples) for shard in self.shards)
+
+
+def shard_folder(out: str | Path) -> Path:
+    """Where the shards of OUT are kept: ``OUT.shards`` beside it."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.shards")
+
+
+def plan_shards(source: str | Path, out: str | Path, shard_size: int, limit: int | None = None) -> ShardPlan:
+    """The shards of the first ``limit`` examples of ``source`` that ``out`` lacks.
+
+    A last line of ``out`` cut short by a kill is dropped from the file first (as in
+    :func:`llmblend.rank.rank_file.pending_examples`); shards with nothing pending are left out.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard size must be at least 1, got {shard_size}")
+    done = resume_jsonl(out, "id")
+    shards = []
+    for index, chunk in enumerate(_slices(islice(read_mixinstruct(source), limit), shard_size)):
+        pending = tuple(example for example in chunk if example.id not in done)
+        if pending:
+            shards.append(Shard(index, pending))
+    return ShardPlan(tuple(shards), len(done))
+
+
+def _slices(examples: Iterator[Example], size: int) -> Iterator[list[Example]]:
+    while chunk := list(islice(examples, size)):
+        yield chunk
+
+
+def shard_path(folder: Path, index: int) -> Path:
+    return folder / f"shard-{index:06d}.jsonl"
+
+
+def prepare_folder(folder: Path, settings: dict[str, Any]) -> None:
+    """Create ``folder`` with a manifest of ``settings``, or check that its manifest has the same.
+
+    Temporary files a killed run left behind are removed.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        _write_atomically(manifest, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        return
+    before = json.loads(manifest.read_text(encoding="utf-8"))
+    changed = [key for key in sorted(set(before) | set(settings)) if before.get(key) != settings.get(key)]
+    if changed:
+        key = changed[0]
+        raise LlmblendError(
+            f"{folder} holds shards ranked with other settings ({key}: {before.get(key)!r} then, "
+            f"{settings.get(key)!r} now); rerun with the same settings to finish them, or delete {folder} "
+            "to start over"
+        )
+
+
+def shard_ids(path: Path) -> list[str]:
+    """The ``id`` of each record of a finished shard file."""
+    return [json.loads(line)["id"] for line in _lines(path.read_bytes().decode("utf-8"))]
+
+
+def is_finished(folder: Path, shard: Shard) -> bool:
+    """Whether the shard has a finished file holding every example it still needs."""
+    path = shard_path(folder, shard.index)
+    return path.is_file() and set(shard.ids) <= set(shard_ids(path))
+
+
+def write_shard(folder: Path, index: int, text: str) -> Path:
+    """Write a finished shard's records (JSONL text) atomically: a temporary file, then a rename."""
+    path = shard_path(folder, index)
+    _write_atomically(path, text)
+    return path
+
+
+class MergeCount(NamedTuple):
+    """Records a merge appended, and how many of them are failed rankings (``error`` set)."""
+
+    records: int
+    failed: int
+
+
+def merge_shards(folder: Path, shards: Sequence[Shard], out: str | Path) -> MergeCount:
+    """Append each shard's records for its pending ids to ``out``, in shard order.
+
+    Every shard must be finished. Lines are copied byte for byte, one flushed write per shard, so a
+    kill leaves at most one torn last line (which the next run drops).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = failed = 0
+    for shard in shards:
+        wanted = set(shard.ids)
+        path = shard_path(folder, shard.index)
+        lines = []
+        for line in _lines(path.read_bytes().decode("utf-8")):
+            record = json.loads(line)
+            if record["id"] in wanted:
+                lines.append(line + "\n")
+                failed += record.get(RANKING_FIELD, {}).get("error") is not None
+        if len(lines) != len(wanted):
+            raise LlmblendError(f"{path} lacks records of shard {shard.index}; delete it and rerun")
+        _append(out, "".join(lines))
+        written += len(lines)
+    return MergeCount(written, failed)
+
+
+def remove_folder(folder: Path) -> None:
+    """Remove the shards once OUT holds them all."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _lines(text: str) -> list[str]:
+    # split on "\n" only: JSON escapes it inside strings, while str.splitlines would also split on
+    # U+2028 and other separators that dumps() leaves as they are
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def _append(path: Path, text: str) -> None:
+    with path.open("ab") as handle:
+        handle.write(text.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

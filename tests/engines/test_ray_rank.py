@@ -1,0 +1,184 @@
+"""``llmblend rank --engine ray`` on a real local Ray cluster: the local engine's output, byte for byte,
+also after a killed driver and after a killed worker.
+
+Every Ray run is compared with a local run of the shipped ranker (onnx-int8) on the same 12
+alpaca-blend dev examples. Ray runs are real subprocesses, as a user runs them (a driver that joins
+a cluster reads Ray's authentication settings once per process).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from llmblend.cli import app
+
+pytest.importorskip("ray")
+
+runner = CliRunner()
+N_EXAMPLES = 12
+INT8 = ["--runtime", "onnx-int8"]
+BUBBLE = [*INT8, "--strategy", "bubble"]  # 20 forwards an example instead of 66: the kill tests
+
+
+@pytest.fixture(scope="module")
+def dev_slice(alpaca_blend, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 12 examples of alpaca-blend dev."""
+    folder, _ = alpaca_blend
+    lines = (folder / "dev.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)[:N_EXAMPLES]
+    path = tmp_path_factory.mktemp("ray-rank") / "dev12.jsonl"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def rank(*args: str) -> str:
+    result = runner.invoke(app, ["rank", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def local_int8(dev_slice: Path) -> bytes:
+    """The local engine's output with the shipped ranker."""
+    out = dev_slice.with_name("local-int8.jsonl")
+    rank(str(dev_slice), "--out", str(out), *INT8)
+    return out.read_bytes()
+
+
+def rank_on_ray(cluster, *args: str, shard_size: int = 4) -> str:
+    """``llmblend rank ... --engine ray`` in a fresh process (as a user runs it); its stdout."""
+    command = [sys.executable, "-m", "llmblend", "rank", *args, *ray_args(cluster, shard_size=shard_size)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr[-5000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def local_bubble(dev_slice: Path) -> bytes:
+    """The local engine's output with the shipped ranker and the cheaper bubble strategy."""
+    out = dev_slice.with_name("local-bubble.jsonl")
+    rank(str(dev_slice), "--out", str(out), *BUBBLE)
+    return out.read_bytes()
+
+
+def ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def ray_args(cluster, workers: int = 2, shard_size: int = 4) -> list[str]:
+    return [
+        "--engine", "ray", "--address", cluster.address, "--num-workers", str(workers),
+        "--shard-size", str(shard_size),
+    ]  # fmt: skip
+
+
+def test_ray_output_is_the_local_output_with_the_shipped_ranker(
+    ray_cluster, dev_slice: Path, local_int8: bytes, tmp_path: Path
+) -> None:
+    out = tmp_path / "ray.jsonl"
+    output = rank_on_ray(ray_cluster, str(dev_slice), "--out", str(out), *INT8)
+    assert out.read_bytes() == local_int8
+    assert not (tmp_path / "ray.jsonl.shards").exists()  # merged, then removed
+    assert "records/s" in output and f"ranked {N_EXAMPLES} examples on Ray" in output
+    assert "3 shards ranked now" in output and ", 0 failed" in output
+
+
+def test_ray_output_is_the_local_output_with_a_spec_ranker_on_gzip_input(
+    ray_cluster, dev_slice: Path, tmp_path: Path
+) -> None:
+    compressed = tmp_path / "dev12.jsonl.gz"
+    compressed.write_bytes(gzip.compress(dev_slice.read_bytes()))
+    local, ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    rank(str(dev_slice), "--out", str(local), "-r", "longest")
+    rank_on_ray(ray_cluster, str(compressed), "--out", str(ray), "-r", "longest", shard_size=5)
+    assert ray.read_bytes() == local.read_bytes()
+    # a second run finds everything done and starts no Ray job
+    again = rank_on_ray(ray_cluster, str(compressed), "--out", str(ray), "-r", "longest")
+    assert "ranked 0 examples" in again and ray.read_bytes() == local.read_bytes()
+
+
+def driver(cluster, source: Path, out: Path, shard_size: int) -> subprocess.Popen:
+    """``llmblend rank --engine ray`` as a subprocess, its output in files beside OUT."""
+    command = [sys.executable, "-m", "llmblend", "rank", str(source), "--out", str(out), *BUBBLE]
+    command += ray_args(cluster, shard_size=shard_size)
+    log = out.with_name(out.name + ".log").open("w")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for_first_shard(process: subprocess.Popen, out: Path, timeout: float = 240) -> None:
+    shards = out.with_name(out.name + ".shards")
+    deadline = time.monotonic() + timeout
+    while not list(shards.glob("shard-*.jsonl")):
+        assert process.poll() is None, out.with_name(out.name + ".log").read_text()
+        assert time.monotonic() < deadline, "no shard finished in time"
+        time.sleep(0.05)
+
+
+def test_a_killed_driver_reruns_only_unfinished_shards(
+    ray_cluster, dev_slice: Path, local_bubble: bytes, tmp_path: Path
+) -> None:
+    out = tmp_path / "ray.jsonl"
+    process = driver(ray_cluster, dev_slice, out, shard_size=3)
+    try:
+        wait_for_first_shard(process, out)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finished = len(list((tmp_path / "ray.jsonl.shards").glob("shard-*.jsonl")))
+    assert 1 <= finished < 4 and not out.exists()
+    output = rank_on_ray(ray_cluster, str(dev_slice), "--out", str(out), *BUBBLE, shard_size=3)
+    reused = int(re.search(r"shards ranked now, (\d+) \(", output).group(1))
+    assert reused == finished
+    assert out.read_bytes() == local_bubble
+    assert len(set(ids(out))) == N_EXAMPLES
+
+
+def test_a_killed_worker_is_restarted_and_its_shard_retried(
+    ray_cluster, dev_slice: Path, local_bubble: bytes, tmp_path: Path
+) -> None:
+    out = tmp_path / "ray.jsonl"
+    process = driver(ray_cluster, dev_slice, out, shard_size=3)
+    try:
+        wait_for_first_shard(process, out)
+        before = set(ray_cluster.worker_pids())
+        assert before, "no ShardRanker worker process found"
+        os.kill(max(before), signal.SIGKILL)
+        seen: set[int] = set()
+        deadline = time.monotonic() + 300
+        while process.poll() is None and time.monotonic() < deadline:
+            seen |= set(ray_cluster.worker_pids())
+            time.sleep(0.2)
+        assert process.wait(timeout=10) == 0, out.with_name(out.name + ".log").read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    assert seen - before, "Ray did not restart the killed worker"
+    assert out.read_bytes() == local_bubble
+    assert len(set(ids(out))) == N_EXAMPLES
+
+
+def test_engine_ray_without_ray_names_the_extra(dev_slice: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    out = str(tmp_path / "o.jsonl")
+    result = runner.invoke(app, ["rank", str(dev_slice), "--out", out, "--engine", "ray"])
+    assert result.exit_code == 2
+    assert "pip install 'llmblend[ray]'" in result.output
+
+
+def test_ray_options_need_engine_ray_and_a_known_engine(dev_slice: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "o.jsonl")
+    result = runner.invoke(app, ["rank", str(dev_slice), "--out", out, "--num-workers", "2"])
+    assert result.exit_code == 2 and "--num-workers: only with --engine ray" in result.output
+    result = runner.invoke(app, ["rank", str(dev_slice), "--out", out, "--engine", "spark"])
+    assert result.exit_code == 2 and "choose local or ray" in result.output

@@ -1,0 +1,126 @@
+"""Shards of a rank job (no Ray): fixed boundaries, finished files, the merge, the manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmblend.data.jsonl import append_jsonl, dumps
+from llmblend.data.mixinstruct import write_mixinstruct
+from llmblend.engines.shards import (
+    is_finished,
+    merge_shards,
+    plan_shards,
+    prepare_folder,
+    shard_folder,
+    shard_path,
+    write_shard,
+)
+from llmblend.errors import LlmblendError
+from llmblend.rank.baselines import LongestRanker
+from llmblend.rank.rank_file import rank_file, ranked_chunks
+from llmblend.types import Candidate, Example
+
+
+def examples(n: int, tail: str = "") -> list[Example]:
+    return [
+        Example(
+            id=f"ex/{i}",
+            instruction=f"question {i}{tail}",
+            candidates=[Candidate(f"m{j}", "word " * (1 + (i + j) % 4)) for j in range(3)],
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "in.jsonl"
+    write_mixinstruct(examples(10), path)
+    return path
+
+
+def test_shards_split_records_on_newlines_only(tmp_path: Path) -> None:
+    """dumps() keeps U+2028 as it is: str.splitlines would cut such a record in two."""
+    source = tmp_path / "in.jsonl"
+    write_mixinstruct(examples(5, tail="\u2028with a line separator"), source)
+    out = tmp_path / "out.jsonl"
+    folder = shard_folder(out)
+    folder.mkdir()
+    plan = plan_shards(source, out, 2)
+    for shard in plan.shards:
+        finish(folder, shard)
+    assert all(is_finished(folder, s) for s in plan.shards)
+    assert merge_shards(folder, plan.shards, out).records == 5
+    assert out.read_bytes() == local_output(source, tmp_path)
+
+
+def finish(folder: Path, shard) -> None:
+    """Rank a shard as a worker does and write its file."""
+    text = "".join(
+        dumps(record) + "\n"
+        for _, _, records in ranked_chunks(
+            LongestRanker(), list(shard.examples), strategy="full", ranker_label="longest", chunk_size=2
+        )
+        for record in records
+    )
+    write_shard(folder, shard.index, text)
+
+
+def local_output(source: Path, tmp_path: Path) -> bytes:
+    out = tmp_path / "local.jsonl"
+    rank_file(LongestRanker(), source, out, strategy="full", ranker_label="longest")
+    return out.read_bytes()
+
+
+def test_boundaries_follow_input_positions_not_what_out_holds(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    assert [s.ids for s in plan_shards(source, out, 4).shards] == [
+        [f"ex/{i}" for i in range(0, 4)],
+        [f"ex/{i}" for i in range(4, 8)],
+        ["ex/8", "ex/9"],
+    ]
+    append_jsonl(out, [{"id": "ex/1"}, {"id": "ex/4"}, {"id": "ex/5"}, {"id": "ex/6"}, {"id": "ex/7"}])
+    plan = plan_shards(source, out, 4, limit=9)
+    assert [(s.index, s.ids) for s in plan.shards] == [(0, ["ex/0", "ex/2", "ex/3"]), (2, ["ex/8"])]
+    assert (plan.already_done, plan.pending) == (5, 4)
+
+
+def test_merge_gives_the_local_output_also_after_a_merge_cut_short(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    folder = shard_folder(out)
+    prepare_folder(folder, {"shard_size": 3})
+    plan = plan_shards(source, out, 3)
+    for shard in plan.shards:
+        finish(folder, shard)
+    assert all(is_finished(folder, s) for s in plan.shards)
+    merge_shards(folder, plan.shards[:2], out)  # killed after two shards ...
+    with out.open("a", encoding="utf-8") as handle:
+        handle.write('{"id": "ex/6", "instr')  # ... and in the middle of the third
+    again = plan_shards(source, out, 3)  # the torn line is dropped; the same boundaries
+    assert [s.index for s in again.shards] == [2, 3] and all(is_finished(folder, s) for s in again.shards)
+    assert merge_shards(folder, again.shards, out).records == 4
+    assert out.read_bytes() == local_output(source, tmp_path)
+
+
+def test_a_shard_file_without_every_pending_id_is_not_finished(source: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    folder = shard_folder(out)
+    folder.mkdir()
+    short = plan_shards(source, out, 4, limit=9).shards[-1]  # ex/8 only
+    finish(folder, short)
+    longer = plan_shards(source, out, 4).shards[-1]  # ex/8 and ex/9
+    assert is_finished(folder, short) and not is_finished(folder, longer)
+    assert json.loads(shard_path(folder, 2).read_text(encoding="utf-8"))["ranking"]["ranker"] == "longest"
+
+
+def test_the_manifest_refuses_other_settings(tmp_path: Path) -> None:
+    folder = tmp_path / "out.jsonl.shards"
+    prepare_folder(folder, {"shard_size": 4, "strategy": None})
+    (folder / ".shard-000001.jsonl.abc.tmp").write_text("torn")
+    prepare_folder(folder, {"shard_size": 4, "strategy": None})  # the same settings: fine
+    assert not list(folder.glob(".*.tmp"))  # a killed run's temporary file is gone
+    with pytest.raises(LlmblendError, match=r"shard_size: 4 then, 8 now.*delete"):
+        prepare_folder(folder, {"shard_size": 8, "strategy": None})
