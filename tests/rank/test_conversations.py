@@ -81,3 +81,44 @@ def test_mt_bench_second_turns_convert_to_whole_continuations(data_dir) -> None:
     assert all(
         c.text.startswith("assistant: ") and first.extra["second_turn"] in c.text for c in first.candidates
     )
+
+
+def test_the_cli_and_the_gateway_compare_conversations(tmp_path, scripted_server) -> None:
+    import json
+
+    import httpx
+    from typer.testing import CliRunner
+
+    from llmblend.cli import app
+    from llmblend.serve.app import ServeSettings
+    from serve_helpers import scripted_config, start_gateway
+
+    history = [{"role": "user", "content": "What is the capital of Italy?"}]
+    good = [*history, {"role": "assistant", "content": "Rome is the capital of Italy."}]
+    bad = [*history, {"role": "assistant", "content": "Bananas."}]
+    (tmp_path / "a.json").write_text(json.dumps(good))
+    (tmp_path / "b.json").write_text(json.dumps(bad))
+    (tmp_path / "broken.json").write_text('[{"role": "user"}]')
+    runner = CliRunner()
+    args = [
+        "compare-conversations",
+        str(tmp_path / "a.json"),
+        str(tmp_path / "b.json"),
+        "--runtime",
+        "onnx-int8",
+    ]
+    result = runner.invoke(app, args, terminal_width=200)
+    assert result.exit_code == 0 and result.output.startswith("better: A"), result.output
+    broken = runner.invoke(
+        app, ["compare-conversations", str(tmp_path / "broken.json"), str(tmp_path / "b.json")]
+    )
+    assert broken.exit_code == 2 and "not a JSON list of {role, content} messages" in broken.output
+    live = start_gateway(ServeSettings(scripted_config(scripted_server, ranker={"runtime": "onnx-int8"})))
+    try:
+        body = {"messages": history, "a": "Rome is the capital of Italy.", "b": "Bananas."}
+        compared = httpx.post(f"{live.v1}/compare", json=body).json()
+        both = httpx.post(f"{live.v1}/compare", json={**body, "instruction": "x"})
+    finally:
+        live.stop()
+    assert compared["better"] == "a" and 0.5 < compared["probability"] < 1.0
+    assert both.status_code == 400 and "either instruction or messages" in both.text

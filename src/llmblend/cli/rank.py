@@ -268,3 +268,41 @@ def compare_command(
         highlight=False,
         markup=False,
     )
+
+
+@app.command("compare-conversations")
+def compare_conversations_command(
+    conversation_a: Annotated[Path, typer.Argument(help="A JSON list of {role, content} messages.")],
+    conversation_b: Annotated[Path, typer.Argument(help="Another, usually sharing the first turns.")],
+    model: ModelOption = None,
+    runtime: RuntimeOption = None,
+) -> None:
+    """Say which of two conversations PairRanker prefers (LLM-Blender's compare_conversations).
+
+    The turns the two share are the source, of which the ranker keeps the latest within its budget;
+    what follows in each is the candidate: the last assistant turn, or the whole continuation when
+    the histories differ. P(A better) is calibrated as in compare.
+    """
+    import json
+
+    from llmblend.rank.calibration import probabilities
+    from llmblend.types import Message
+
+    def read(path: Path) -> list[Message]:
+        try:
+            turns = json.loads(path.read_text(encoding="utf-8"))
+            return [Message(t["role"], t["content"]) for t in turns]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: not a JSON list of {{role, content}} messages ({exc})") from None
+
+    with user_errors():
+        a, b = read(conversation_a), read(conversation_b)
+        ranker = load_pair_ranker(model, runtime)
+        margin = float(ranker.compare_conversations([a], [b])[0])
+    probability = float(probabilities([margin], ranker.config.temperature)[0])
+    winner = "A" if margin > 0 else "B" if margin < 0 else "neither (a tie)"
+    console.print(
+        f"better: {winner}  margin {margin:+.3f}  P(A better) {probability:.3f}",
+        highlight=False,
+        markup=False,
+    )

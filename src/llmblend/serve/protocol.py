@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llmblend.types import Message, Prompt, as_prompt
+from llmblend.types import Message, Prompt, as_prompt, prompt_text
 
 
 class _Body(BaseModel):
@@ -135,11 +135,26 @@ class RankRequest(_Body):
 
 
 class CompareRequest(_Body):
-    """``POST /v1/compare``: is answer ``a`` better than answer ``b`` to ``instruction``?"""
+    """``POST /v1/compare``: is answer ``a`` better than answer ``b`` to ``instruction`` (or to the
+    conversation ``messages``, whose latest turns the ranker keeps)?"""
 
-    instruction: str
+    instruction: str | None = None
+    messages: list[ChatMessage] | None = None
     a: str
     b: str
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CompareRequest:
+        if (self.instruction is None) == (self.messages is None):
+            raise ValueError("give either instruction or messages")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The text the ranker reads (a conversation flattened, §3.1)."""
+        if self.messages is None:
+            return self.instruction or ""
+        return prompt_text(as_prompt([m.message() for m in self.messages]))
 
 
 class FeedbackRequest(_Body):

@@ -51,7 +51,7 @@ async def compare_answers(gateway: Gateway, body: CompareRequest) -> dict[str, A
             f"the configured ranker {getattr(gateway.ranker, 'name', '?')!r} cannot compare two answers; "
             "configure a PairRanker (ranker: {model: ...}) or a pool-aware one"
         )
-    (margin,) = await in_worker(gateway.rank_lock, compare, [body.instruction], [body.a], [body.b])
+    (margin,) = await in_worker(gateway.rank_lock, compare, [body.source], [body.a], [body.b])
     margin = float(margin)
     temperature = getattr(
         getattr(gateway.ranker, "config", None), "temperature", 1.0
