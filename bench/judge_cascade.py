@@ -9,7 +9,8 @@ all on the same first ``--limit`` dev examples (11 candidates each):
 * ``cascade top-3``: PairRanker shortlists 3, the judge plays all 3 pairs in both orders (6 calls);
 * ``cascade top-3, margin``: the same, only where PairRanker's top-two gap is below a margin
   calibrated on **train** (:func:`~llmblend.rank.cascade.calibrate_margin`: the smallest gap above
-  which PairRanker's pick is within 0.1 ``gpt4_win`` of the best in 80% of train examples).
+  which PairRanker's pick is within 0.1 ``gpt4_win`` of the best in 80% of train examples, read from
+  ``llmblend rank build/alpaca-blend/train.jsonl --out build/alpaca-blend/train.ranked.jsonl``).
 
 Quality is the mean ``gpt4_win`` of the pick (the oracle). A 135M judge is weak: the point here is
 the calls it takes, and whether the cascade keeps the judge's cost bounded.
@@ -27,10 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from llmblend.backends.llama_server import LlamaServerBackend
+from llmblend.data.jsonl import read_jsonl
 from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.rank.cascade import CascadeRanker, calibrate_margin, top_gap
 from llmblend.rank.judge_ranker import JudgeRanker
 from llmblend.rank.pairranker import PairRanker
+from llmblend.types import Ranking
 
 ORACLE = "gpt4_win"
 NEAR_BEST = 0.1
@@ -40,12 +43,14 @@ def oracle(example) -> np.ndarray:
     return np.array([c.scores[ORACLE] for c in example.candidates])
 
 
-def calibrated_margin(ranker: PairRanker, train: list) -> float:
-    rankings = ranker.rank(train, strategy="sparse-refine")
-    gaps = [top_gap(r) for r in rankings]
-    agrees = [
-        oracle(ex)[r.best] >= oracle(ex).max() - NEAR_BEST for ex, r in zip(train, rankings, strict=True)
-    ]
+def calibrated_margin(ranked_train: Path) -> float:
+    """The margin from the shipped ranker's rankings of train (``llmblend rank`` output, sparse-refine)."""
+    gaps, agrees = [], []
+    for record in read_jsonl(ranked_train):
+        ranking = Ranking.from_scores(record["ranking"]["scores"])
+        scores = np.array([c["scores"][ORACLE] for c in record["candidates"]])
+        gaps.append(top_gap(ranking))
+        agrees.append(scores[ranking.best] >= scores.max() - NEAR_BEST)
     return calibrate_margin(gaps, agrees, target=0.8)
 
 
@@ -77,7 +82,7 @@ def main() -> None:
     dev = load_mixinstruct(args.data / "dev.jsonl")[: args.limit]
     train = load_mixinstruct(args.data / "train.jsonl")
     pairranker = PairRanker.default(runtime="onnx-int8")
-    margin = calibrated_margin(pairranker, train)
+    margin = calibrated_margin(args.data / "train.ranked.jsonl")
     judge, both = (
         JudgeRanker(
             LlamaServerBackend("local:smollm2-135m", name="smollm2-judge", threads=2, n_ctx=4096),
@@ -91,17 +96,20 @@ def main() -> None:
         {c.model for ex in dev for c in ex.candidates},
         key=lambda m: np.mean([c.scores[ORACLE] for ex in train for c in ex.candidates if c.model == m]),
     )
-    results = [
-        measure("pairranker", pairranker, dev, "sparse-refine"),
-        measure("judge knockout (random orders)", judge, dev, "knockout"),
-        measure("cascade top-3 (full, both orders)", CascadeRanker(pairranker, both, top_m=3), dev, "full"),
-        measure(
+    runs = [
+        ("pairranker", pairranker, "sparse-refine"),
+        ("judge knockout (random orders)", judge, "knockout"),
+        ("cascade top-3 (full, both orders)", CascadeRanker(pairranker, both, top_m=3), "full"),
+        (
             f"cascade top-3, margin {margin:.3f}",
             CascadeRanker(pairranker, both, top_m=3, margin=margin),
-            dev,
             "full",
         ),
     ]
+    results = []
+    for name, ranker, strategy in runs:
+        results.append(measure(name, ranker, dev, strategy))
+        print(json.dumps(results[-1]), flush=True)
     best = [next(c.scores[ORACLE] for c in ex.candidates if c.model == best_model) for ex in dev]
     summary = {
         "examples": len(dev),
