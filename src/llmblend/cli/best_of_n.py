@@ -13,6 +13,7 @@ from llmblend.cli.common import (
     RuntimeOption,
     app,
     choose_ranker,
+    chunk_progress,
     console,
     err_console,
     progress_bars,
@@ -100,13 +101,7 @@ def best_of_n_command(
             err_console.print(f"{out}: {done} instructions already ranked; ranking the {len(todo)} left")
         ranker, label = choose_ranker(ranker_spec, model, runtime, 32, None)
         with progress_bars() as start:
-            advance = start(f"ranking ({strategy})", len(todo))
-            last = {"done": 0}
-
-            def on_chunk(ranked: int, total: int) -> None:
-                advance(ranked - last["done"])
-                last["done"] = ranked
-
+            on_chunk = chunk_progress(start(f"ranking ({strategy})", len(todo)))
             report = rank_pending(
                 ranker,
                 todo,

@@ -119,6 +119,18 @@ def training_progress(total_hint: str) -> Iterator[Callable[[int, int, dict[str,
         yield on_step
 
 
+def chunk_progress(advance: Callable[[int], None]) -> Callable[[int, int], None]:
+    """An ``on_chunk(done, total)`` callback (cumulative counts, as ``rank_pending`` reports them)
+    that moves a progress bar's ``advance(n)`` by what each chunk added."""
+    last = {"done": 0}
+
+    def on_chunk(done: int, total: int) -> None:
+        advance(done - last["done"])
+        last["done"] = done
+
+    return on_chunk
+
+
 # ---------------------------------------------------------------- options and loaders shared by groups
 
 DataDir = Annotated[

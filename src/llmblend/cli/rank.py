@@ -16,6 +16,7 @@ from llmblend.cli.common import (
     RankerOption,
     RuntimeOption,
     app,
+    chunk_progress,
     console,
     err_console,
     load_pair_ranker,
@@ -139,12 +140,9 @@ def _rank_locally(
     ranker, label = recipe.build()
     strategy = recipe.strategy_for(ranker, strategy)
     with progress_bars() as start:
-        advance = start(f"ranking ({strategy}, {getattr(ranker, 'runtime', ranker.name)})", len(todo))
-        last = {"done": 0}
-
-        def on_chunk(ranked: int, total: int) -> None:
-            advance(ranked - last["done"])
-            last["done"] = ranked
+        on_chunk = chunk_progress(
+            start(f"ranking ({strategy}, {getattr(ranker, 'runtime', ranker.name)})", len(todo))
+        )
 
         report = rank_pending(
             ranker,
