@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from llmblend.cli.common import (
+    InstructionsOption,
     ModelOption,
     RankerOption,
     RuntimeOption,
@@ -24,14 +25,7 @@ from llmblend.cli.common import (
 
 @app.command("best-of-n", epilog=ranker_listing())
 def best_of_n_command(
-    instructions: Annotated[
-        Path,
-        typer.Option(
-            "--instructions",
-            "-i",
-            help="JSONL records with 'instruction' (MixInstruct files work) or .txt lines.",
-        ),
-    ],
+    instructions: InstructionsOption,
     out: Annotated[Path, typer.Option(help="The ranked MixInstruct JSONL to write (rerun to resume).")],
     n: Annotated[int, typer.Option("-n", min=1, max=256, help="Samples per instruction.")] = 4,
     backend: Annotated[

@@ -183,6 +183,14 @@ PoolOption = Annotated[
 ]
 
 
+InstructionsOption = Annotated[
+    Path,
+    typer.Option(
+        "--instructions",
+        "-i",
+        help="JSONL records with 'instruction' (MixInstruct files work) or .txt lines.",
+    ),
+]
 RankerOption = Annotated[
     str | None,
     typer.Option(

@@ -7,20 +7,13 @@ from typing import Annotated
 
 import typer
 
-from llmblend.cli.common import app, console, progress_bars, user_errors
+from llmblend.cli.common import InstructionsOption, app, console, progress_bars, user_errors
 from llmblend.cli.tables import usage_table
 
 
 @app.command("generate")
 def generate_command(
-    instructions: Annotated[
-        Path,
-        typer.Option(
-            "--instructions",
-            "-i",
-            help="JSONL records with 'instruction' (MixInstruct files work) or .txt lines.",
-        ),
-    ],
+    instructions: InstructionsOption,
     out: Annotated[Path, typer.Option(help="The MixInstruct JSONL to write (rerun to resume).")],
     config: Annotated[
         Path | None,

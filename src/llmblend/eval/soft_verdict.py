@@ -63,13 +63,13 @@ def _margin_at(logprobs: Sequence[TokenLogprob], position: int, sides: dict[str,
 
 def _margin(alternatives: Sequence[tuple[str, float]], head: str, sides: dict[str, Side]) -> float | None:
     mass: dict[Side, float] = {"a": 0.0, "b": 0.0, "tie": 0.0}
-    for text in dict(alternatives):  # one entry per distinct alternative
+    for text, logprob in dict(alternatives).items():  # one entry per distinct alternative
         if not text.startswith(head):
             continue
         found = _ALTERNATIVE.match(text[len(head) :])
         side = sides.get(found.group(1).lower()) if found else None
         if side is not None:
-            mass[side] += math.exp(dict(alternatives)[text])
+            mass[side] += math.exp(logprob)
     total = sum(mass.values())
     if total <= 0:
         return None
