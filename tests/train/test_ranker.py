@@ -17,75 +17,12 @@ from llmblend.train.config import build_config  # noqa: E402
 from llmblend.train.losses import bce_loss, logistic_loss, margin_loss  # noqa: E402
 from llmblend.train.pairs import load_pairs  # noqa: E402
 from llmblend.train.ranker import RankerTrainConfig, micro_batch, train_ranker  # noqa: E402
-
-WORDS = [
-    "the",
-    "a",
-    "is",
-    "of",
-    "and",
-    "to",
-    "in",
-    "it",
-    "this",
-    "that",
-    "what",
-    "how",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "name",
-    "city",
-    "code",
-]
-
-
-def _filler(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n))
-
-
-def write_synthetic_pairs(path: Path, n: int, seed: int) -> Path:
-    """Preference pairs where the chosen answer says "correct" and the rejected one says "wrong"."""
-    rng = random.Random(seed)
-    with path.open("w", encoding="utf-8") as handle:
-        for _ in range(n):
-            record = {
-                "prompt": f"question {_filler(rng, 4)}",
-                "chosen": f"{_filler(rng, rng.randint(1, 4))} correct {_filler(rng, rng.randint(1, 4))}",
-                "rejected": f"{_filler(rng, rng.randint(1, 4))} wrong {_filler(rng, rng.randint(1, 4))}",
-            }
-            handle.write(json.dumps(record) + "\n")
-    return path
-
-
-def _config(tmp_path: Path, backbone: Path, **overrides) -> RankerTrainConfig:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    train = write_synthetic_pairs(tmp_path / "train.jsonl", 256, seed=1)
-    dev = write_synthetic_pairs(tmp_path / "dev.jsonl", 64, seed=2)
-    settings = dict(
-        train_file=str(train),
-        dev_file=str(dev),
-        output_dir=str(tmp_path / "run"),
-        backbone=str(backbone),
-        source_max_length=16,
-        candidate_max_length=16,
-        batch_size=16,
-        learning_rate=1e-3,
-        warmup_ratio=0.0,
-        epochs=2,
-        eval_every=16,
-        save_every=8,
-        device="cpu",
-    )
-    settings.update(overrides)
-    return RankerTrainConfig(**settings)
+from ranker_helpers import filler, ranker_config, write_synthetic_pairs  # noqa: E402
 
 
 @pytest.mark.parametrize("length_feature", [False, True])
 def test_one_step_changes_every_trainable_parameter(tmp_path: Path, tiny_bert: Path, length_feature) -> None:
-    config = _config(tmp_path, tiny_bert, max_steps=1, dev_file=None, dropout=0.0)
+    config = ranker_config(tmp_path, tiny_bert, max_steps=1, dev_file=None, dropout=0.0)
     pairs = load_pairs(config.train_file).pairs
     ranker = PairRanker.from_backbone(
         str(tiny_bert), source_max_length=16, candidate_max_length=16, length_feature=length_feature
@@ -106,7 +43,7 @@ def test_one_step_changes_every_trainable_parameter(tmp_path: Path, tiny_bert: P
 
 def test_synthetic_task_reaches_90_percent(tmp_path: Path, tiny_bert: Path) -> None:
     # a random tiny encoder needs ~150 steps before it finds the marker word, then learns fast
-    result = train_ranker(_config(tmp_path, tiny_bert, epochs=16, learning_rate=3e-3, eval_every=32))
+    result = train_ranker(ranker_config(tmp_path, tiny_bert, epochs=16, learning_rate=3e-3, eval_every=32))
     assert result.best_dev_accuracy is not None and result.best_dev_accuracy >= 0.9, result.history
     ranker = PairRanker.from_pretrained(result.model_dir)
     margins = ranker.compare(
@@ -123,8 +60,8 @@ def test_synthetic_task_reaches_90_percent(tmp_path: Path, tiny_bert: Path) -> N
 
 def test_interrupted_run_resumes_from_checkpoint(tmp_path: Path, tiny_bert: Path) -> None:
     """A run stopped after 8 steps and rerun ends exactly where an uninterrupted run ends."""
-    whole = train_ranker(_config(tmp_path / "a", tiny_bert, max_steps=20, eval_every=10))
-    config = _config(tmp_path / "b", tiny_bert, max_steps=20, eval_every=10, save_every=8)
+    whole = train_ranker(ranker_config(tmp_path / "a", tiny_bert, max_steps=20, eval_every=10))
+    config = ranker_config(tmp_path / "b", tiny_bert, max_steps=20, eval_every=10, save_every=8)
 
     def interrupt_at_step_11(step: int, total: int, metrics: dict) -> None:
         if step == 11:
@@ -141,9 +78,9 @@ def test_interrupted_run_resumes_from_checkpoint(tmp_path: Path, tiny_bert: Path
 
 
 def test_rerun_with_different_data_is_refused(tmp_path: Path, tiny_bert: Path) -> None:
-    train_ranker(_config(tmp_path, tiny_bert, max_steps=2, save_every=1))
+    train_ranker(ranker_config(tmp_path, tiny_bert, max_steps=2, save_every=1))
     with pytest.raises(LlmblendError, match="different"):
-        train_ranker(_config(tmp_path, tiny_bert, max_steps=2, seed=5))
+        train_ranker(ranker_config(tmp_path, tiny_bert, max_steps=2, seed=5))
 
 
 def test_losses_ignore_unlabelled_entries() -> None:
@@ -185,7 +122,7 @@ def test_cli_run_killed_with_sigkill_resumes(tmp_path: Path, tiny_bert: Path) ->
     import sys
     import time
 
-    config = _config(tmp_path, tiny_bert, max_steps=60, save_every=5, eval_every=30)
+    config = ranker_config(tmp_path, tiny_bert, max_steps=60, save_every=5, eval_every=30)
     yaml_file = tmp_path / "ranker.yaml"
     yaml_file.write_text(
         "".join(f"{k}: {json.dumps(v)}\n" for k, v in vars(config).items() if v not in (None, ()))
@@ -217,7 +154,7 @@ def test_cli_run_killed_with_sigkill_resumes(tmp_path: Path, tiny_bert: Path) ->
 def test_multi_metric_mixinstruct_trains_one_head_output_per_metric(
     tmp_path: Path, tiny_bert: Path, sample_file: Path
 ) -> None:
-    config = _config(
+    config = ranker_config(
         tmp_path,
         tiny_bert,
         train_file=str(sample_file),
@@ -236,7 +173,9 @@ def test_baselines_train_with_the_same_loop(tmp_path: Path, tiny_bert: Path, arc
     from llmblend.rank.registry import load_ranker
 
     loss = "margin" if architecture == "dual-encoder" else "bce"
-    result = train_ranker(_config(tmp_path, tiny_bert, architecture=architecture, loss=loss, max_steps=3))
+    result = train_ranker(
+        ranker_config(tmp_path, tiny_bert, architecture=architecture, loss=loss, max_steps=3)
+    )
     ranker = load_ranker(str(result.model_dir))
     assert (
         type(ranker).__name__
@@ -250,12 +189,12 @@ def write_length_pairs(path: Path, n: int, seed: int) -> Path:
     rng = random.Random(seed)
     with path.open("w", encoding="utf-8") as handle:
         for _ in range(n):
-            start = _filler(rng, 20)
+            start = filler(rng, 20)
             short, extra = rng.randint(0, 10), rng.randint(20, 60)
             record = {
-                "prompt": f"question {_filler(rng, 4)}",
-                "chosen": f"{start} {_filler(rng, short + extra)}",
-                "rejected": f"{start} {_filler(rng, short)}",
+                "prompt": f"question {filler(rng, 4)}",
+                "chosen": f"{start} {filler(rng, short + extra)}",
+                "rejected": f"{start} {filler(rng, short)}",
             }
             handle.write(json.dumps(record) + "\n")
     return path
@@ -265,7 +204,7 @@ def write_length_pairs(path: Path, n: int, seed: int) -> Path:
 def test_length_feature_learns_what_truncation_hides(tmp_path: Path, tiny_bert: Path, length_feature) -> None:
     train = write_length_pairs(tmp_path / "length_train.jsonl", 256, seed=1)
     dev = write_length_pairs(tmp_path / "length_dev.jsonl", 64, seed=2)
-    config = _config(
+    config = ranker_config(
         tmp_path,
         tiny_bert,
         train_file=str(train),
@@ -292,16 +231,16 @@ def test_val_fraction_holds_out_whole_instructions(tmp_path: Path, tiny_bert: Pa
     assert not train_sources & val_sources
     assert len(train.pairs) + len(val.pairs) == len(pairs.pairs)
     assert abs(len(val_sources) / len(train_sources | val_sources) - 0.2) < 0.02
-    result = train_ranker(_config(tmp_path, tiny_bert, dev_file=None, val_fraction=0.2, max_steps=16))
+    result = train_ranker(ranker_config(tmp_path, tiny_bert, dev_file=None, val_fraction=0.2, max_steps=16))
     assert result.best_dev_accuracy is not None and (result.output_dir / "best").is_dir()
     with pytest.raises(ValueError, match="either dev_file or val_fraction"):
-        _config(tmp_path, tiny_bert, val_fraction=0.2)
+        ranker_config(tmp_path, tiny_bert, val_fraction=0.2)
 
 
 def test_held_out_pairs_are_the_pairs_the_run_picks_best_on(tmp_path: Path, tiny_bert: Path) -> None:
     from llmblend.train.ranker import held_out_pairs, pairwise_accuracy, training_pairs
 
-    config = _config(
+    config = ranker_config(
         tmp_path, tiny_bert, dev_file=None, val_fraction=0.25, max_dev_pairs=20, max_steps=4, eval_every=4
     )
     held_out = held_out_pairs(config)
@@ -313,11 +252,11 @@ def test_held_out_pairs_are_the_pairs_the_run_picks_best_on(tmp_path: Path, tiny
     best = PairRanker.from_pretrained(result.output_dir / "best")
     assert pairwise_accuracy(best, held_out.pairs) == result.best_dev_accuracy
     with pytest.raises(ValueError, match="val_fraction is 0"):
-        held_out_pairs(_config(tmp_path, tiny_bert, dev_file=None))
+        held_out_pairs(ranker_config(tmp_path, tiny_bert, dev_file=None))
 
 
 def test_frozen_word_embeddings_keep_base_rows_and_train_markers(tmp_path: Path, tiny_bert: Path) -> None:
-    config = _config(tmp_path, tiny_bert, dev_file=None, freeze_word_embeddings=True, max_steps=3)
+    config = ranker_config(tmp_path, tiny_bert, dev_file=None, freeze_word_embeddings=True, max_steps=3)
     torch.manual_seed(config.seed)  # the trainer seeds the same way, so markers start equal
     initial = PairRanker.from_backbone(str(tiny_bert)).module.pretrained_model.get_input_embeddings().weight
     trained = PairRanker.from_pretrained(train_ranker(config).model_dir)
@@ -332,7 +271,7 @@ def test_frozen_word_embeddings_keep_base_rows_and_train_markers(tmp_path: Path,
 def test_layers_outside_the_backbone_learn_at_head_lr_scale(tmp_path: Path, tiny_bert: Path) -> None:
     from llmblend.train.ranker import make_optimizer
 
-    config = _config(tmp_path, tiny_bert, learning_rate=1e-4, head_lr_scale=20.0, warmup_ratio=0.0)
+    config = ranker_config(tmp_path, tiny_bert, learning_rate=1e-4, head_lr_scale=20.0, warmup_ratio=0.0)
     ranker = PairRanker.from_backbone(str(tiny_bert), length_feature=True)
     optimizer, _ = make_optimizer(ranker.module, config, steps=10)
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}

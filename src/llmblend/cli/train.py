@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +48,15 @@ def _fuser_settings_listing() -> str:
     return _settings_listing(FuserTrainSettings)
 
 
+def _quiet_transformers() -> None:
+    """No transformers progress bars or warnings (errors only) in the processes a launcher starts
+    besides rank 0: rank 0 shows them once for the run, not K times."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 @train_app.command("ranker", epilog=_settings_listing())
 def train_ranker_command(
     config_file: Annotated[
@@ -77,8 +87,13 @@ def train_ranker_command(
 
     Rerunning the same command after an interruption resumes from OUTPUT_DIR/checkpoint.pt.
     The best model on the dev file is kept in OUTPUT_DIR/best, the latest in OUTPUT_DIR/last.
+
+    Under torchrun --nproc-per-node K (or accelerate launch) the K processes train one model
+    together: each takes batch_size pairs of every micro-batch, so a step sees K × batch_size pairs,
+    and rank 0 writes OUTPUT_DIR.
     """
     from llmblend.train.config import build_config, parse_assignments
+    from llmblend.train.distributed import launch_from_env
     from llmblend.train.ranker import RankerTrainConfig, train_ranker
 
     with user_errors():
@@ -99,8 +114,14 @@ def train_ranker_command(
         if clash := sorted(k for k in extra if flags.get(k.replace("-", "_")) is not None):
             raise LlmblendError(f"{', '.join(clash)} given both as a flag and with --set; give it once")
         config = build_config(RankerTrainConfig, config_file, **extra, **flags)
-        with training_progress(f"training {config.architecture}") as on_step:
+        main_process = launch_from_env().is_main
+        if not main_process:
+            _quiet_transformers()
+        progress = training_progress(f"training {config.architecture}") if main_process else nullcontext()
+        with progress as on_step:
             result = train_ranker(config, on_step=on_step)
+    if not main_process:  # under a launcher rank 0 reports for all
+        return
     best = "n/a" if result.best_dev_accuracy is None else f"{result.best_dev_accuracy:.4f}"
     resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
     console.print(

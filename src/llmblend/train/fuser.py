@@ -44,6 +44,7 @@ from llmblend.fuse.trained import TrainedFuser, portable_spec
 from llmblend.hf_loading import import_ml, import_peft, load_lm, pick_device, set_threads
 from llmblend.train.checkpoints import normalise, truncate_log, write_text
 from llmblend.train.config import config_to_yaml, setting
+from llmblend.train.distributed import require_single_process
 from llmblend.train.fuser_data import (
     FuserRecord,
     causal_batch,
@@ -375,6 +376,7 @@ class FuserTrainer:
         from llmblend.eval.metrics import get_metric
 
         s = self.settings
+        require_single_process("llmblend train fuser")  # not K copies writing one output folder
         started = time.perf_counter()
         set_threads(s.threads)
         self.out.mkdir(parents=True, exist_ok=True)

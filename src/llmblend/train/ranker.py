@@ -7,6 +7,18 @@ pairs, and the best model is kept in ``OUTPUT/best``. Every ``save_every`` steps
 (model, optimiser, scheduler, RNG) in ``OUTPUT/checkpoint.pt``, so rerunning the same command after
 a crash or kill continues from there. The data order depends only on the seed and the epoch, so a
 resumed run sees exactly the pairs an uninterrupted one would.
+
+Data-parallel (``torchrun --nproc-per-node K`` or ``accelerate launch``; see
+:mod:`llmblend.train.distributed`): the K processes train one model under DDP. The run's
+micro-batches are those of one process with ``batch_size`` K·B (B = the configured ``batch_size``,
+the pairs each process takes); process r takes rows r, r+K, r+2K, … of each (:func:`rank_share`),
+and its loss is weighted so that DDP's average of the K gradients is the gradient of the loss over
+the whole micro-batch. K processes × B therefore take the steps one process with batch K·B takes
+(up to float rounding, and dropout, which each process draws for its own rows). Step metrics (loss,
+train accuracy) and dev accuracy (the dev pairs shared out) are summed over the processes. Rank 0
+alone writes ``config.yaml``, ``log.jsonl``, ``best/``, ``last/`` and the checkpoint, which holds
+every process's RNG state; the others wait for it at a barrier. Every process resumes from that
+checkpoint (so ``output_dir`` must be on a file system they all see), and only with the same K.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +42,7 @@ from llmblend.rank.encoding import to_device
 from llmblend.rank.registry import resolve_target
 from llmblend.train.checkpoints import normalise, truncate_log, write_text
 from llmblend.train.config import config_to_yaml, setting
+from llmblend.train.distributed import DataParallel, data_parallel
 from llmblend.train.losses import LOSSES, get_loss
 from llmblend.train.pairs import LabelledPair, PairSet, load_pairs
 
@@ -267,6 +280,31 @@ def micro_batch(pairs: Sequence[LabelledPair], config: RankerTrainConfig, index:
     return [pairs[i].swapped() if swap[i] else pairs[i] for i in chosen]
 
 
+def labelled_entries(pairs: Sequence[LabelledPair]) -> int:
+    """How many (pair, task) labels are not 0: what the losses' masked mean divides by."""
+    return sum(label != 0 for pair in pairs for label in pair.labels)
+
+
+def rank_share(
+    batch: Sequence[LabelledPair], rank: int, world_size: int
+) -> tuple[list[LabelledPair], list[LabelledPair], float]:
+    """Process ``rank``'s part of a global micro-batch: ``(share, rows, factor)``.
+
+    ``share`` is rows ``rank``, ``rank + world_size``, … of ``batch``. ``rows`` is what the process
+    runs forward: ``share``, or the batch's first pair when ``share`` is empty (a last micro-batch
+    with fewer pairs than processes), so that it still joins DDP's gradient all-reduce. ``factor``
+    scales its masked-mean loss: ``world_size`` × its labelled entries / the batch's (0 for the
+    stand-in pair), so that DDP's average of the gradients is the gradient of the masked mean over
+    the whole batch. One process: ``(batch, batch, 1.0)``.
+    """
+    if world_size == 1:
+        return list(batch), list(batch), 1.0
+    share = list(batch[rank::world_size])
+    if not share:
+        return share, list(batch[:1]), 0.0
+    return share, share, world_size * labelled_entries(share) / max(1, labelled_entries(batch))
+
+
 def total_steps(n_pairs: int, config: RankerTrainConfig) -> int:
     if config.max_steps:
         return config.max_steps
@@ -327,18 +365,49 @@ def make_optimizer(module, config: RankerTrainConfig, steps: int, *, frozen=()):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def pairwise_accuracy(ranker, pairs: Sequence[LabelledPair]) -> float:
-    """Share of pairs whose debiased comparison has the label's sign (pairs without a verdict skipped)."""
+def pairwise_counts(ranker, pairs: Sequence[LabelledPair]) -> tuple[int, int]:
+    """``(right, judged)``: pairs whose debiased comparison has the label's sign, and pairs with a
+    verdict (the others are skipped)."""
     judged = [p for p in pairs if p.overall != 0]
     if not judged:
-        return float("nan")
+        return 0, 0
     margins = ranker.compare_pairs([p.query for p in judged])
     labels = np.array([p.overall for p in judged])
-    return float(np.mean(np.sign(margins) == labels))
+    return int(np.sum(np.sign(margins) == labels)), len(judged)
+
+
+def pairwise_accuracy(ranker, pairs: Sequence[LabelledPair]) -> float:
+    """Share of pairs whose debiased comparison has the label's sign (pairs without a verdict skipped)."""
+    right, judged = pairwise_counts(ranker, pairs)
+    return right / judged if judged else float("nan")
+
+
+def rng_state(device) -> dict[str, Any]:
+    """This process's random state (torch, python, and the GPU's when ``device`` is CUDA)."""
+    import torch
+
+    state = {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict[str, Any], device) -> None:
+    """Set the random state :func:`rng_state` returned."""
+    import torch
+
+    torch.set_rng_state(state["torch_rng"])
+    random.setstate(state["python_rng"])
+    if state.get("cuda_rng") is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 class RankerTrainer:
-    """One training run; ``run()`` trains (resuming if a checkpoint exists) and returns the result."""
+    """One training run; ``run()`` trains (resuming if a checkpoint exists) and returns the result.
+
+    Under a launcher every process runs it and gets the same result; ``on_step`` is called in each
+    process with the same (summed) metrics, so a callback that stops the run must stop all of them.
+    """
 
     def __init__(self, config: RankerTrainConfig, *, on_step: StepCallback | None = None) -> None:
         hf.require_torch("training a ranker")
@@ -346,6 +415,9 @@ class RankerTrainer:
         self.out = Path(config.output_dir)
         self.on_step = on_step
         self.history: list[dict[str, Any]] = []
+        self.group = DataParallel()
+        #: The run's micro-batches: ``config``'s, with ``batch_size`` × the number of processes.
+        self.batches = config
 
     # ---- set-up --------------------------------------------------------------------------------
 
@@ -367,40 +439,65 @@ class RankerTrainer:
     # ---- the loop ------------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
+        """Join the launcher's process group, if any (:func:`data_parallel`), and train."""
+        c = self.config
+        with data_parallel(c.device) as group:
+            self.group = group
+            if group.distributed:
+                self.batches = replace(c, batch_size=c.batch_size * group.world_size)
+            return self._train()
+
+    def _train(self) -> TrainResult:
         import torch
 
-        c = self.config
+        c, group = self.config, self.group
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_resumable()
         train, dev = training_pairs(c)
         log.info("training on %d pairs, tasks %s", len(train.pairs), list(train.task_names))
         torch.manual_seed(c.seed)
         random.seed(c.seed)
-        ranker = build_ranker(c, train.task_names)
+        ranker = build_ranker(replace(c, device=group.device), train.task_names)
         module = ranker.module
         frozen = [freeze_word_embeddings(ranker)] if c.freeze_word_embeddings else []
-        steps = total_steps(len(train.pairs), c)
+        steps = total_steps(len(train.pairs), self.batches)
         optimizer, scheduler = make_optimizer(module, c, steps, frozen=frozen)
-        state = self._resume(module, optimizer, scheduler)
+        if group.distributed:  # each process draws its own dropout (the weights are alike)
+            torch.manual_seed(c.seed + group.rank)
+            random.seed(c.seed + group.rank)
+        state = self._resume(ranker, optimizer, scheduler)
+        if len(set(group.gather(state["step"]))) > 1:
+            raise LlmblendError(
+                f"the processes found different checkpoints in {self.out}; put output_dir on a file "
+                "system that every process sees"
+            )
+        model = group.wrap(module)
         start, best = state["step"], state["best"]
         self.history = state["history"]
-        write_text(self.out / "config.yaml", config_to_yaml(c))
+        if group.is_main:
+            write_text(self.out / "config.yaml", config_to_yaml(c))
         loss_fn = get_loss(c.loss)
         module.train()
         for step in range(start, steps):
-            metrics = self._step(ranker, train.pairs, step, loss_fn, optimizer)
+            metrics = self._step(ranker, model, train.pairs, step, loss_fn, optimizer)
             scheduler.step()
             done = step + 1
+            wrote = False
             if dev is not None and (done % c.eval_every == 0 or done == steps):
-                metrics["dev_accuracy"] = pairwise_accuracy(ranker, dev.pairs)
+                metrics["dev_accuracy"] = self._dev_accuracy(ranker, dev.pairs)
                 module.train()
                 if best is None or metrics["dev_accuracy"] > best:
                     best = metrics["dev_accuracy"]
-                    ranker.save_pretrained(self.out / "best")
+                    if group.is_main:
+                        ranker.save_pretrained(self.out / "best")
                     metrics["saved_best"] = 1.0
+                    wrote = True
             self._log(done, metrics)
             if done % c.save_every == 0 or done == steps:
                 self._save_checkpoint(ranker, optimizer, scheduler, done, best)
+                wrote = True
+            if wrote:
+                group.barrier()  # no process goes on (or stops) while rank 0 is still writing
             if self.on_step:
                 self.on_step(done, steps, metrics)
         model_dir = self.out / ("best" if dev is not None and (self.out / "best").is_dir() else "last")
@@ -408,25 +505,35 @@ class RankerTrainer:
             log.info("%s already finished %d steps; nothing to do", self.out, steps)
         return TrainResult(self.out, model_dir, steps, best, self.history, resumed_from=start)
 
-    def _step(self, ranker, pairs, step: int, loss_fn, optimizer) -> dict[str, float]:
+    def _step(self, ranker, model, pairs, step: int, loss_fn, optimizer) -> dict[str, float]:
+        """One optimiser step. ``model`` is the module, or under K processes its DDP wrapper; each
+        process runs its :func:`rank_share` of every micro-batch."""
         import torch
 
-        c = self.config
+        c, group = self.config, self.group
         started = time.perf_counter()
         total_loss, correct, judged = 0.0, 0, 0
         for micro in range(c.grad_accum):
-            batch = micro_batch(pairs, c, step * c.grad_accum + micro)
-            inputs = to_device(ranker.encode_pairs([p.query for p in batch]), ranker.device)
-            labels = torch.tensor([p.labels for p in batch], dtype=torch.float32, device=ranker.device)
-            with torch.autocast(ranker.device.type, dtype=torch.bfloat16, enabled=c.bf16):
-                left, right = ranker.module(**inputs)
-            loss = loss_fn(left.float(), right.float(), labels, margin=c.margin)
-            (loss / c.grad_accum).backward()
+            batch = micro_batch(pairs, self.batches, step * c.grad_accum + micro)
+            share, rows, factor = rank_share(batch, group.rank, group.world_size)
+            inputs = to_device(ranker.encode_pairs([p.query for p in rows]), ranker.device)
+            labels = torch.tensor([p.labels for p in rows], dtype=torch.float32, device=ranker.device)
+            with group.accumulating(model, sync=micro == c.grad_accum - 1):
+                with torch.autocast(ranker.device.type, dtype=torch.bfloat16, enabled=c.bf16):
+                    left, right = model(**inputs)
+                loss = loss_fn(left.float(), right.float(), labels, margin=c.margin)
+                if factor != 1.0:
+                    loss = loss * factor
+                (loss / c.grad_accum).backward()
             total_loss += loss.item() / c.grad_accum
-            overall = torch.sign(labels.sum(dim=1))
-            predicted = torch.sign((left - right).float().mean(dim=1).detach())
-            correct += int(((predicted == overall) & (overall != 0)).sum())
-            judged += int((overall != 0).sum())
+            if share:  # not the stand-in pair of an empty share
+                overall = torch.sign(labels.sum(dim=1))
+                predicted = torch.sign((left - right).float().mean(dim=1).detach())
+                correct += int(((predicted == overall) & (overall != 0)).sum())
+                judged += int((overall != 0).sum())
+        if group.distributed:  # the whole step's: the weighted losses average to the batch's loss
+            total_loss, correct, judged = group.sum([total_loss, correct, judged])
+            total_loss /= group.world_size
         torch.nn.utils.clip_grad_norm_(ranker.module.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -437,18 +544,31 @@ class RankerTrainer:
             "seconds": time.perf_counter() - started,
         }
 
+    def _dev_accuracy(self, ranker, pairs: Sequence[LabelledPair]) -> float:
+        """:func:`pairwise_accuracy` on ``pairs``; under K processes each scores its share of them
+        and the counts are summed."""
+        if not self.group.distributed:
+            return pairwise_accuracy(ranker, pairs)
+        right, judged = self.group.sum(pairwise_counts(ranker, self.group.shard(pairs)))
+        return right / judged if judged else float("nan")
+
     def _log(self, step: int, metrics: dict[str, float]) -> None:
         record = {"step": step, **{k: round(v, 6) for k, v in metrics.items()}}
         self.history.append(record)
-        with open(self.out / "log.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.group.is_main:
+            with open(self.out / "log.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
 
     # ---- checkpoints ---------------------------------------------------------------------------
 
     def _save_checkpoint(self, ranker, optimizer, scheduler, step: int, best: float | None) -> None:
-        """Model folder ``last/`` for users, then one atomic file with everything needed to resume."""
+        """Model folder ``last/`` for users, then one atomic file with everything needed to resume.
+        Under K processes each hands rank 0 its RNG state (``rank_rng``), and rank 0 alone writes."""
         import torch
 
+        states = self.group.gather(rng_state(ranker.device))
+        if not self.group.is_main:
+            return
         ranker.save_pretrained(self.out / "last")
         state = {
             "step": step,
@@ -457,29 +577,53 @@ class RankerTrainer:
             "module": ranker.module.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "python_rng": random.getstate(),
+            **states[0],
+            "world_size": self.group.world_size,
         }
+        if self.group.distributed:
+            state["rank_rng"] = states
         partial = self.out / f".{CHECKPOINT}.partial"
         torch.save(state, partial)
         os.replace(partial, self.out / CHECKPOINT)
 
-    def _resume(self, module, optimizer, scheduler) -> dict[str, Any]:
+    def _resume(self, ranker, optimizer, scheduler) -> dict[str, Any]:
+        """The checkpoint's state, loaded into ``ranker``, the optimiser, the scheduler and the RNG
+        (each process its own); a fresh start without one."""
         import torch
 
+        group = self.group
         path = self.out / CHECKPOINT
         if not path.is_file():
-            (self.out / "log.jsonl").unlink(missing_ok=True)
+            if group.is_main:
+                (self.out / "log.jsonl").unlink(missing_ok=True)
             return {"step": 0, "best": None, "history": []}
         state = torch.load(path, map_location="cpu", weights_only=False)
-        module.load_state_dict(state["module"])
+        self._check_world_size(state.get("world_size", 1))
+        ranker.module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
-        truncate_log(self.out / "log.jsonl", state["step"])
+        restore_rng(state["rank_rng"][group.rank] if group.distributed else state, ranker.device)
+        if group.is_main:
+            truncate_log(self.out / "log.jsonl", state["step"])
         log.info("resuming %s from step %d", self.out, state["step"])
         return state
+
+    def _check_world_size(self, saved: int) -> None:
+        """LlmblendError unless the checkpoint was written by as many processes as this run has: with
+        another number each step's batch (processes × batch_size) would change."""
+        now = self.group.world_size
+        if saved == now:
+            return
+        fix = (
+            "run it as one process"
+            if saved == 1
+            else f"launch {saved} processes (torchrun --nproc-per-node {saved})"
+        )
+        raise LlmblendError(
+            f"{self.out / CHECKPOINT} was written by a run of {saved} process(es) and this run has {now}; "
+            f"each step's batch (processes × batch_size) would change. To resume, {fix}; or use "
+            "another --output-dir."
+        )
 
 
 def train_ranker(config: RankerTrainConfig, *, on_step: StepCallback | None = None) -> TrainResult:
