@@ -6,6 +6,10 @@ default threads), and the Ray engine with 1 and 2 workers (one CPU and one threa
 local Ray started once. Each figure is end to end: building the ranker (in each actor, for Ray),
 ranking, writing and merging. The outputs are checked to be byte-identical.
 
+Per worker it also gives pairs (forward passes) per busy second, and, as the CPU-side bound of a
+GPU worker, how many pairs one core tokenizes per second (``PairRanker.encode_pairs``, one thread):
+the two measured inputs of the README's estimate for ranking 1M examples x 16 candidates on GPUs.
+
 Then Ray's fixed costs with a ranker that costs nothing (``-r longest``; best of 3): starting a
 local Ray (``ray.init``), a whole job of one shard (actor start, Ray Data planning, the merge),
 and the cost of one more shard (the same examples as one shard vs one shard per example, 1
@@ -17,13 +21,18 @@ worker). Other load on the machine moves every figure: the table gives the load 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import tempfile
 import time
 from pathlib import Path
 
-from llmblend.engines.ray_rank import rank_file_on_ray, require_ray
+from llmblend.data.mixinstruct import load_mixinstruct
+from llmblend.engines.ray_rank import RayRankReport, rank_file_on_ray
+from llmblend.engines.ray_session import require_ray
 from llmblend.engines.recipe import RankerRecipe
+from llmblend.rank.base import PairQuery
+from llmblend.rank.pairranker import PairRanker
 from llmblend.rank.rank_file import pending_examples, rank_pending
 
 SHIPPED = RankerRecipe(runtime="onnx-int8")
@@ -40,10 +49,27 @@ def local(source: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
-def on_ray(recipe: RankerRecipe, source: Path, out: Path, workers: int, shard_size: int) -> float:
-    """Seconds for one Ray job (this process has joined Ray already)."""
-    report = rank_file_on_ray(recipe, source, out, shard_size=shard_size, num_workers=workers)
-    return report.seconds
+def on_ray(recipe: RankerRecipe, source: Path, out: Path, workers: int, shard_size: int) -> RayRankReport:
+    """One Ray job (this process has joined Ray already)."""
+    return rank_file_on_ray(recipe, source, out, shard_size=shard_size, num_workers=workers)
+
+
+def tokenized_pairs_per_second(source: Path, pairs: int = 2000) -> float:
+    """Pairs one core turns into padded model inputs per second (batches of 32), the shipped ranker's
+    tokenizer and 256-token pair budget."""
+    import torch
+
+    torch.set_num_threads(1)
+    ranker = PairRanker.default(runtime="fp32")
+    queries = []
+    for example in load_mixinstruct(source):
+        texts = [c.text for c in example.candidates]
+        queries += [PairQuery(example.source, a, b) for a, b in itertools.pairwise(texts)]
+    queries = (queries * (pairs // max(1, len(queries)) + 1))[:pairs]
+    started = time.perf_counter()
+    for start in range(0, len(queries), 32):
+        ranker.encode_pairs(queries[start : start + 32])
+    return len(queries) / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -63,17 +89,25 @@ def main() -> None:
     load = os.getloadavg()[0]
 
     rows = [("local engine (this process)", local(source, folder / "local.jsonl"))]
+    per_worker = []
     started = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     init_seconds = time.perf_counter() - started
     try:
         for workers in (1, 2):
             out = folder / f"ray{workers}.jsonl"
-            rows.append((f"ray, {workers} worker(s)", on_ray(SHIPPED, source, out, workers, args.shard_size)))
+            report = on_ray(SHIPPED, source, out, workers, args.shard_size)
+            rows.append((f"ray, {workers} worker(s)", report.seconds))
+            busy = sum(w.seconds for w in report.workers.values())
+            per_worker.append((workers, report.n_forward / n, report.n_forward / busy))
             if out.read_bytes() != (folder / "local.jsonl").read_bytes():
                 raise SystemExit(f"{out} differs from the local output")
-        one_shard = min(on_ray(LONGEST, source, folder / f"longest-1-{i}.jsonl", 1, n) for i in range(3))
-        per_example = min(on_ray(LONGEST, source, folder / f"longest-n-{i}.jsonl", 1, 1) for i in range(3))
+        one_shard = min(
+            on_ray(LONGEST, source, folder / f"longest-1-{i}.jsonl", 1, n).seconds for i in range(3)
+        )
+        per_example = min(
+            on_ray(LONGEST, source, folder / f"longest-n-{i}.jsonl", 1, 1).seconds for i in range(3)
+        )
     finally:
         ray.shutdown()
 
@@ -85,6 +119,12 @@ def main() -> None:
     for name, seconds in rows:
         print(f"| {name} | {seconds:.1f} | {n / seconds:.2f} | {rows[0][1] / seconds:.2f}x |")
     print(f"\nshards of {args.shard_size} examples; the Ray outputs are byte-identical to the local one.\n")
+    print("| Ray workers | pairs per example | pairs per busy worker-second |")
+    print("|---:|---:|---:|")
+    for workers, pairs, rate in per_worker:
+        print(f"| {workers} | {pairs:.1f} | {rate:.1f} |")
+    tokenized = tokenized_pairs_per_second(source)
+    print(f"\none core tokenizes {tokenized:.0f} pairs/s (encode_pairs, batches of 32)\n")
     print("## Ray's fixed costs (-r longest, which ranks in microseconds; best of 3)\n")
     print("| what | seconds |")
     print("|---|---:|")

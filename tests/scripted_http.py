@@ -12,7 +12,8 @@ names ``model``, before the general script. Behaviours:
 - ``(429, retry_after)``: 429 with that ``Retry-After`` (seconds, or a string sent as is)
 - ``"garbage"``: 200 with the body ``not json{``; ``"missing_field"``: 200 JSON without ``choices``
 - ``"close"``: the socket is closed with no reply
-- ``("say", text)``: ``text`` instead of the echo (streamed word by word when asked)
+- ``("say", text)``, ``("say", text, delay_s)``: ``text`` instead of the echo (streamed word by word
+  when asked)
 - ``("stream_then_close", n)``: a streamed answer that stops after ``n`` words without ``[DONE]``
 - ``("logprobs", text, tokens)``: like ``("say", text)``, with ``choices[0].logprobs`` in the shape of
   the request's endpoint (chat: ``{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}``;
@@ -21,7 +22,7 @@ names ``model``, before the general script. Behaviours:
   else (a dict, a string, None) is sent as ``logprobs`` as it is, for malformed replies. Streams
   carry no logprobs
 
-A client that hangs up while its request waits (``hang`` or a delayed ``ok``) is counted in
+A client that hangs up while its request waits (``hang``, a delayed ``ok`` or ``say``) is counted in
 ``.hangups``: the test of a cancelled request sees that its upstream call was really dropped.
 
 ``.requests`` holds what was received (path, JSON body, lower-cased headers) and ``.max_in_flight`` the
@@ -175,7 +176,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.scripted._wait(float(arg), self.connection)
             self.close_connection = True
         elif kind == "say":
-            self._ok(body, text=str(arg))
+            delay = float(args[1]) if len(args) > 1 else 0.0
+            if self.server.scripted._wait(delay, self.connection):
+                self._ok(body, text=str(arg))
         elif kind == "logprobs":
             self._ok(body, text=str(arg), logprobs=args[1])
         elif kind == "stream_then_close":

@@ -182,3 +182,9 @@ def test_ray_options_need_engine_ray_and_a_known_engine(dev_slice: Path, tmp_pat
     assert result.exit_code == 2 and "--num-workers: only with --engine ray" in result.output
     result = runner.invoke(app, ["rank", str(dev_slice), "--out", out, "--engine", "spark"])
     assert result.exit_code == 2 and "choose local or ray" in result.output
+    result = runner.invoke(app, ["generate", "-i", str(dev_slice), "--out", out, "--worker-gpus", "1"])
+    assert result.exit_code == 2 and "--worker-gpus: only with --engine ray" in result.output
+    result = runner.invoke(
+        app, ["rank", str(dev_slice), "--out", out, "--engine", "ray", "--worker-cpus", "0"]
+    )
+    assert result.exit_code == 2 and "CPUs must be above 0" in result.output

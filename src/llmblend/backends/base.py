@@ -12,7 +12,8 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 
 from llmblend.errors import BackendError
@@ -143,11 +144,17 @@ class Backend(abc.ABC):
     """An LLM that answers prompts. ``name`` is the model name recorded on each candidate.
 
     Backends are used from asyncio; blocking ones (llama.cpp, transformers) run their work in a
-    thread. ``concurrency`` is how many calls a caller should keep in flight at once.
+    thread. ``concurrency`` is how many calls a caller should keep in flight at once. ``shared``
+    says the calls go to a service that other processes call too (an HTTP API), not to a model of
+    this process. ``gate``, when set, is entered around every :meth:`generate` call: an engine that
+    runs a shared backend in many processes sets it to one limit for all of them
+    (:mod:`llmblend.engines.limiter`), so ``concurrency`` holds across the cluster.
     """
 
     name: str
     concurrency: int = 1
+    shared: bool = False
+    gate: Callable[[], AbstractAsyncContextManager[object]] | None = None
 
     @abc.abstractmethod
     async def _generate(self, prompt: Prompt, params: GenerationParams) -> Generation:
@@ -158,7 +165,8 @@ class Backend(abc.ABC):
         params = params or GenerationParams()
         started = time.perf_counter()
         try:
-            generation = await self._generate(prompt, params)
+            async with self.gate() if self.gate else nullcontext():
+                generation = await self._generate(prompt, params)
         except BackendError as exc:
             exc.backend = exc.backend or self.name
             log.info("%s failed: %s", self.name, exc)

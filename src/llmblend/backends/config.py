@@ -208,11 +208,11 @@ class Slot:
         return self.backend.name, self.params.decoding_method
 
 
-def _local_threads(config: GenerateConfig) -> int:
-    """Cores per in-process model when all local models decode at once (llama.cpp and torch both
-    slow down badly when their threads outnumber the cores)."""
+def _local_threads(config: GenerateConfig, cores: int | None = None) -> int:
+    """Cores per in-process model when all local models decode at once on ``cores`` cores (default:
+    the machine's); llama.cpp and torch both slow down badly when their threads outnumber the cores."""
     local = sum(b.resolved_type in ("llama_cpp", "hf") for b in config.backends)
-    return max(1, (os.cpu_count() or 1) // max(local, 1))
+    return max(1, (cores or os.cpu_count() or 1) // max(local, 1))
 
 
 def llama_backend_class(mode: str, threads: int) -> type[Backend]:
@@ -260,9 +260,10 @@ def build_backend(spec: BackendSpec, default_threads: int = 1) -> Backend:
     )
 
 
-def build_slots(config: GenerateConfig) -> list[Slot]:
-    """Every (backend, sampling variant) of a config, backends built once each."""
-    threads = _local_threads(config)
+def build_slots(config: GenerateConfig, cores: int | None = None) -> list[Slot]:
+    """Every (backend, sampling variant) of a config, backends built once each; local models share
+    ``cores`` cores (default: the machine's)."""
+    threads = _local_threads(config, cores)
     slots = []
     for spec in config.backends:
         variants = spec.sampling_variants(config.defaults)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,20 @@ class UsageLog:
     def add(self, generations: Sequence[Generation]) -> None:
         for generation in generations:
             self.backends.setdefault(generation.model, BackendUsage()).add(generation)
+
+    def to_json(self) -> dict[str, Any]:
+        """The log as plain JSON (what a worker process sends back)."""
+        return {name: asdict(usage) for name, usage in self.backends.items()}
+
+    def merge(self, other: dict[str, Any]) -> None:
+        """Add the calls of another log, given as :meth:`to_json` wrote it."""
+        for name, fields in other.items():
+            usage = self.backends.setdefault(name, BackendUsage())
+            usage.calls += fields["calls"]
+            usage.failures += fields["failures"]
+            usage.prompt_tokens += fields["prompt_tokens"]
+            usage.completion_tokens += fields["completion_tokens"]
+            usage.latencies_s += fields["latencies_s"]
 
     @property
     def completion_tokens(self) -> int:

@@ -78,6 +78,8 @@ class OpenAIBackend(Backend):
     One backend serves one event loop at a time; used from a new loop it opens a new connection pool.
     """
 
+    shared = True  # the server takes calls from other processes too: a Ray job limits them cluster-wide
+
     def __init__(
         self,
         *,

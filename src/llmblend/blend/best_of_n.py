@@ -10,11 +10,13 @@ for a file (resumable), the gateway's ``best-of-n:<backend>`` models for request
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from llmblend.backends.base import Backend, GenerationParams
-from llmblend.backends.config import Slot
+from llmblend.backends.config import BackendSpec, GenerateConfig, Slot, build_backend, load_backend_config
 from llmblend.errors import LlmblendError
 from llmblend.types import Example, Ranking
 
@@ -25,6 +27,29 @@ def sample_slots(backend: Backend, params: GenerationParams, n: int) -> list[Slo
         raise ValueError(f"best-of-n needs n >= 1 samples, got {n}")
     first = params.seed or 0
     return [Slot(backend, replace(params, seed=first + i)) for i in range(n)]
+
+
+def best_of_n_slots(
+    config: Path | None, backend: str | None, n: int, cores: int | None = None
+) -> tuple[list[Slot], str]:
+    """The ``n`` sample slots of one backend of a models.yaml (its first when ``backend`` is None;
+    None config: the packaged local models) on its first sampling variant, and the backend's name."""
+    parsed = load_backend_config(config)
+    spec = backend_spec(parsed, backend)
+    params = spec.sampling_variants(parsed.defaults)[0]
+    check_sampling(params, n, spec.display_name)
+    return sample_slots(build_backend(spec, cores or os.cpu_count() or 1), params, n), spec.display_name
+
+
+def backend_spec(config: GenerateConfig, name: str | None) -> BackendSpec:
+    """The backend called ``name`` in ``config`` (its first for None), or a ValueError listing them."""
+    if name is None:
+        return config.backends[0]
+    for spec in config.backends:
+        if spec.display_name == name:
+            return spec
+    known = ", ".join(spec.display_name for spec in config.backends)
+    raise ValueError(f"--backend {name!r} is not in the config; it has: {known}")
 
 
 def check_sampling(params: GenerationParams, n: int, backend: str) -> None:

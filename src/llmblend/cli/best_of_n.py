@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from llmblend.cli.common import (
+    AddressOption,
+    CpusPerWorker,
+    EngineOption,
+    GpusPerWorker,
     InstructionsOption,
     ModelOption,
+    NumWorkersOption,
     RankerOption,
     RuntimeOption,
     app,
-    choose_ranker,
     chunk_progress,
     console,
+    engine_settings,
     err_console,
     progress_bars,
     ranker_listing,
+    shard_size_option,
     user_errors,
 )
+from llmblend.engines.recipe import RankerRecipe
+
+if TYPE_CHECKING:
+    from llmblend.engines.ray_rank import RayRankReport
+    from llmblend.rank.rank_file import RankFileReport
+
+ShardSize = shard_size_option("instructions to sample (then examples to rank: 64)", 16)
 
 
 @app.command("best-of-n", epilog=ranker_listing())
@@ -48,6 +61,12 @@ def best_of_n_command(
     limit: Annotated[
         int | None, typer.Option(min=1, help="Only the first N instructions (default: all).")
     ] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
+    num_workers: NumWorkersOption = None,
+    cpus_per_worker: CpusPerWorker = None,
+    gpus_per_worker: GpusPerWorker = None,
+    shard_size: ShardSize = None,
 ) -> None:
     """Sample one model n times per instruction (seeds 0..n-1 on its sampling settings), rank the
     samples with PairRanker (or --ranker) and mark the best: PairRanker as a reward model.
@@ -56,77 +75,86 @@ def best_of_n_command(
     the MixInstruct record with every sample, its "ranking" (scores, order) and "best" (the chosen
     sample's index, model, decoding and text). Killed and rerun, the command generates and ranks
     only what is missing. `llmblend eval report OUT` reads the result.
-    """
-    import asyncio
 
-    from llmblend.backends.config import build_backend, load_backend_config
-    from llmblend.blend.best_of_n import best_record, check_sampling, sample_slots
-    from llmblend.data.generate import close_backends, generate_dataset, read_instructions
-    from llmblend.rank.rank_file import pending_examples, rank_pending
+    With --engine ray, Ray workers draw the samples (the backend's concurrency holding for all of
+    them together) and then rank them, as generate and rank do with --engine ray.
+    """
+    from llmblend.backends.config import load_backend_config
+    from llmblend.blend.best_of_n import backend_spec
+    from llmblend.cli.generate import generate_locally, generate_on_ray
+    from llmblend.data.generate import read_instructions
+    from llmblend.engines.recipe import SlotsRecipe
 
     samples = out.with_name(f"{out.name.removesuffix('.jsonl')}.samples.jsonl")
     with user_errors():
         if instructions.resolve() in (out.resolve(), samples.resolve()):
             raise ValueError(f"--out {out} would overwrite the instructions file; choose another path")
+        ray_options = engine_settings(
+            engine,
+            address=address,
+            num_workers=num_workers,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker,
+            shard_size=shard_size,
+        )
         items = read_instructions(instructions)[:limit]
-        parsed = load_backend_config(config)
-        spec = _backend_spec(parsed, backend)
-        params = spec.sampling_variants(parsed.defaults)[0]
-        check_sampling(params, n, spec.display_name)
-        slots = sample_slots(build_backend(spec, _threads()), params, n)
+        name = backend_spec(load_backend_config(config), backend).display_name
+        slots = SlotsRecipe(config, backend, n)
+        slots.build()  # fails now, before any sample, when the backend decodes greedily
+        ranker = RankerRecipe(ranker_spec, model, runtime)
+        what = f"sampling {name} x{n}"
+        if ray_options is None:
+            generated = generate_locally(slots, items, samples, None, what)
+            report = _rank_locally(ranker, samples, out, strategy)
+        else:
+            from llmblend.engines.ray_session import RayOptions, ray_session, require_ray
 
-        async def generate():
-            try:
-                with progress_bars() as start:
-                    advance = start(f"sampling {spec.display_name} x{n}", len(items))
-                    return await generate_dataset(
-                        items,
-                        slots,
-                        samples,
-                        on_record=lambda _n: advance(1),
-                        on_plan=lambda done: advance(done),
-                    )
-            finally:
-                await close_backends(slots)
-
-        generated = asyncio.run(generate())
-        todo, done = pending_examples(samples, out)
-        if done:
-            err_console.print(f"{out}: {done} instructions already ranked; ranking the {len(todo)} left")
-        ranker, label = choose_ranker(ranker_spec, model, runtime, 32, None)
-        with progress_bars() as start:
-            on_chunk = chunk_progress(start(f"ranking ({strategy})", len(todo)))
-            report = rank_pending(
-                ranker,
-                todo,
-                out,
-                already_done=done,
-                strategy=strategy,
-                ranker_label=label,
-                on_chunk=on_chunk,
-                annotate=best_record,
+            require_ray("llmblend best-of-n --engine ray")
+            workers = RayOptions(
+                ray_options.get("address"),
+                ray_options.get("num_workers", 1),
+                ray_options.get("cpus_per_worker", 1.0),
             )
+            with ray_session(workers.address, workers.cpus_needed):  # one Ray for both steps
+                generated = generate_on_ray(slots, items, samples, None, what, ray_options)
+                report = _rank_on_ray(ranker, samples, out, strategy, ray_options)
     console.print(
-        f"best of {n} from {spec.display_name}: {generated.candidates} samples generated in "
-        f"{generated.wall_s:.1f} s ({generated.failed_slots} failed, recorded); {report.ranked} instructions "
-        f"ranked in {report.seconds:.1f} s ({report.n_forward} forwards); {report.already_done} were already "
-        f"done; samples: {samples}; output: {out}",
+        f"best of {n} from {name}: {generated.candidates} samples generated in {generated.wall_s:.1f} s "
+        f"({generated.failed_slots} failed, recorded); {report.ranked_now} instructions ranked in "
+        f"{report.seconds:.1f} s ({report.n_forward} forwards); {report.already_done} were already done; "
+        f"samples: {samples}; output: {out}",
         highlight=False,
         markup=False,
     )
 
 
-def _backend_spec(config, name: str | None):
-    if name is None:
-        return config.backends[0]
-    for spec in config.backends:
-        if spec.display_name == name:
-            return spec
-    known = ", ".join(spec.display_name for spec in config.backends)
-    raise ValueError(f"--backend {name!r} is not in the config; it has: {known}")
+def _rank_locally(recipe: RankerRecipe, samples: Path, out: Path, strategy: str) -> RankFileReport:
+    from llmblend.blend.best_of_n import best_record
+    from llmblend.rank.rank_file import pending_examples, rank_pending
+
+    todo, done = pending_examples(samples, out)
+    if done:
+        err_console.print(f"{out}: {done} instructions already ranked; ranking the {len(todo)} left")
+    ranker, label = recipe.build()
+    with progress_bars() as start:
+        on_chunk = chunk_progress(start(f"ranking ({strategy})", len(todo)))
+        return rank_pending(
+            ranker,
+            todo,
+            out,
+            already_done=done,
+            strategy=strategy,
+            ranker_label=label,
+            on_chunk=on_chunk,
+            annotate=best_record,
+        )
 
 
-def _threads() -> int:
-    import os
+def _rank_on_ray(
+    recipe: RankerRecipe, samples: Path, out: Path, strategy: str, options: dict
+) -> RayRankReport:
+    from llmblend.blend.best_of_n import best_record
+    from llmblend.engines.ray_rank import rank_file_on_ray
 
-    return os.cpu_count() or 1
+    options = {k: v for k, v in options.items() if k != "shard_size"}  # that was the sampling's
+    return rank_file_on_ray(recipe, samples, out, strategy=strategy, annotate=best_record, **options)

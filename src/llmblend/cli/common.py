@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -211,6 +211,73 @@ MaxSeconds = Annotated[
     float | None,
     typer.Option(min=0.001, help="LLM judge rankers: no new judge round after N seconds per example."),
 ]
+
+
+EngineOption = Annotated[
+    str,
+    typer.Option(help="Where to run: local (in this process) or ray (a pool of Ray workers)."),
+]
+AddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --engine ray: the Ray cluster to join, auto (the one ray start began on this "
+        "machine) or ray://HOST:PORT (default: start a local Ray for this command)."
+    ),
+]
+NumWorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="With --engine ray: how many workers run at once, each with its own models (default: 1).",
+    ),
+]
+CpusPerWorker = Annotated[
+    float | None,
+    typer.Option("--worker-cpus", help="With --engine ray: CPUs Ray reserves for each worker (default: 1)."),
+]
+GpusPerWorker = Annotated[
+    float | None,
+    typer.Option(
+        "--worker-gpus",
+        help="With --engine ray: GPUs for each worker, e.g. 1, or 0.5 for two workers on one GPU "
+        "(default: 0). A ranker on a GPU wants --runtime bf16 or fp32.",
+    ),
+]
+
+
+def shard_size_option(unit: str, default: int) -> Any:
+    """The --shard-size option of a command whose shards hold ``unit`` (default ``default``)."""
+    return Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help=f"With --engine ray: {unit} per shard, the unit one worker handles at a time "
+            f"(default: {default}).",
+        ),
+    ]
+
+
+#: The flag of each Ray option whose name is not its keyword's.
+_RAY_FLAGS = {"cpus_per_worker": "--worker-cpus", "gpus_per_worker": "--worker-gpus"}
+
+
+def engine_settings(engine: str, **ray_options: Any) -> dict[str, Any] | None:
+    """The Ray options given (None values left out) when ``engine`` is ray; None for local, and a
+    clear error for an unknown engine, a bad worker size or Ray options without --engine ray."""
+    given = {name: value for name, value in ray_options.items() if value is not None}
+    if engine == "ray":
+        if given.get("cpus_per_worker", 1) <= 0 or given.get("gpus_per_worker", 0) < 0:
+            raise ValueError(
+                f"--worker-cpus {given.get('cpus_per_worker', 1)} / --worker-gpus "
+                f"{given.get('gpus_per_worker', 0)}: CPUs must be above 0 and GPUs 0 or more"
+            )
+        return given
+    if engine != "local":
+        raise ValueError(f"unknown --engine {engine!r}: choose local or ray")
+    if given:
+        flags = [_RAY_FLAGS.get(name, f"--{name.replace('_', '-')}") for name in given]
+        raise ValueError(f"{', '.join(flags)}: only with --engine ray (the local engine has no workers)")
+    return None
 
 
 def choose_ranker(

@@ -8,29 +8,36 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from llmblend.cli.common import (
+    AddressOption,
+    CpusPerWorker,
+    EngineOption,
+    GpusPerWorker,
     MaxCalls,
     MaxSeconds,
     MaxTokens,
     ModelOption,
+    NumWorkersOption,
     PoolOption,
     RankerOption,
     RuntimeOption,
     app,
     chunk_progress,
     console,
+    engine_settings,
     err_console,
     load_pair_ranker,
     progress_bars,
     ranker_listing,
+    shard_size_option,
     user_errors,
 )
-from llmblend.cli.tables import rich_table
+from llmblend.cli.tables import ray_workers_table
 from llmblend.engines.recipe import RankerRecipe
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from llmblend.engines.ray_rank import RayRankReport
+
+ShardSize = shard_size_option("examples", 64)
 
 
 @app.command("rank", epilog=ranker_listing())
@@ -64,33 +71,12 @@ def rank_command(
     limit: Annotated[
         int | None, typer.Option(min=1, help="Rank only the first N examples of FILE (default: all).")
     ] = None,
-    engine: Annotated[
-        str,
-        typer.Option(help="Where to rank: local (in this process) or ray (a pool of Ray workers)."),
-    ] = "local",
-    address: Annotated[
-        str | None,
-        typer.Option(
-            help="With --engine ray: the Ray cluster to join, auto (the one ray start began on this "
-            "machine) or ray://HOST:PORT (default: start a local Ray for this command)."
-        ),
-    ] = None,
-    num_workers: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="With --engine ray: how many workers rank at once, each with its own ranker and one "
-            "CPU (default: 1).",
-        ),
-    ] = None,
-    shard_size: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="With --engine ray: examples per shard, the unit a worker ranks and the driver keeps in "
-            "OUT.shards until all are merged into OUT (default: 64).",
-        ),
-    ] = None,
+    engine: EngineOption = "local",
+    address: AddressOption = None,
+    num_workers: NumWorkersOption = None,
+    cpus_per_worker: CpusPerWorker = None,
+    gpus_per_worker: GpusPerWorker = None,
+    shard_size: ShardSize = None,
 ) -> None:
     """Rank every example's candidates with PairRanker (LLM-Blender §3), or any ranker given by
     --ranker, and write them to OUT.
@@ -118,15 +104,18 @@ def rank_command(
         recipe = RankerRecipe(
             ranker_spec, model, runtime, pool, batch_size, max_calls, max_tokens, max_seconds
         )
-        ray_options = {"address": address, "num_workers": num_workers, "shard_size": shard_size}
-        if engine == "ray":
+        ray_options = engine_settings(
+            engine,
+            address=address,
+            num_workers=num_workers,
+            cpus_per_worker=cpus_per_worker,
+            gpus_per_worker=gpus_per_worker,
+            shard_size=shard_size,
+        )
+        if ray_options is None:
+            _rank_locally(recipe, file, out, strategy, chunk_size, limit)
+        else:
             _rank_on_ray(recipe, file, out, strategy, chunk_size, limit, ray_options)
-            return
-        if engine != "local":
-            raise ValueError(f"unknown --engine {engine!r}: choose local or ray")
-        if given := [f"--{k.replace('_', '-')}" for k, v in ray_options.items() if v is not None]:
-            raise ValueError(f"{', '.join(given)}: only with --engine ray (the local engine has no workers)")
-        _rank_locally(recipe, file, out, strategy, chunk_size, limit)
 
 
 def _rank_locally(
@@ -166,47 +155,16 @@ def _rank_on_ray(
     limit: int | None,
     options: dict,
 ) -> None:
-    from llmblend.engines.ray_rank import rank_file_on_ray, require_ray
+    from llmblend.engines.ray_rank import rank_file_on_ray
+    from llmblend.engines.ray_session import require_ray
 
-    require_ray()
+    require_ray("llmblend rank --engine ray")
     report = rank_file_on_ray(
-        recipe,
-        file,
-        out,
-        strategy=strategy,
-        shard_size=options["shard_size"] or 64,
-        num_workers=options["num_workers"] or 1,
-        chunk_size=chunk_size,
-        limit=limit,
-        address=options["address"],
+        recipe, file, out, strategy=strategy, chunk_size=chunk_size, limit=limit, **options
     )
-    console.print(_ray_table(report))
+    title = f"Ray workers (strategy {report.strategy or '-'})"
+    console.print(ray_workers_table(report.workers, report.ranked_now, report.seconds, title))
     console.print(_ray_line(report, out), highlight=False, markup=False)
-
-
-def _ray_table(report: RayRankReport) -> Table:
-    """Per worker: shards, records, failures, busy seconds, records/s; then the job as a whole."""
-    workers = report.workers.values()
-    rows = [
-        [name, str(w.shards), str(w.records), str(w.failed), f"{w.seconds:.1f}", _rate(w.records, w.seconds)]
-        for name, w in report.workers.items()
-    ]
-    rows.append(
-        [
-            "job (wall time)",
-            str(sum(w.shards for w in workers)),
-            str(report.ranked_now),
-            str(sum(w.failed for w in workers)),
-            f"{report.seconds:.1f}",
-            _rate(report.ranked_now, report.seconds),
-        ]
-    )
-    headers = ["worker", "shards", "records", "failed", "seconds", "records/s"]
-    return rich_table((headers, rows), f"Ray workers (strategy {report.strategy or '-'})")
-
-
-def _rate(records: int, seconds: float) -> str:
-    return f"{records / seconds:.2f}" if seconds > 0 else "-"
 
 
 def _ray_line(report: RayRankReport, out: Path) -> str:

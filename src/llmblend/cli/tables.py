@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from llmblend.data.generate import GenerateReport
     from llmblend.data.stats import DatasetStats
+    from llmblend.engines.ray_session import WorkerStats
     from llmblend.eval.agreement import Agreement
     from llmblend.types import BlendResult
 
@@ -142,3 +143,27 @@ def blend_table(result: BlendResult) -> Table:
         mark = " *" if i in result.top_k else ""
         table.add_row(f"{c.rank or '-'}{mark}", c.model, c.decoding_method, score, escape(text[:600]))
     return table
+
+
+def ray_workers_table(workers: dict[str, WorkerStats], records: int, seconds: float, title: str) -> Table:
+    """Per Ray worker: shards, records, failures, busy seconds, records/s; then the job (``records``
+    in ``seconds`` of wall time)."""
+    rows = [
+        [name, str(w.shards), str(w.records), str(w.failed), f"{w.seconds:.1f}", _rate(w.records, w.seconds)]
+        for name, w in workers.items()
+    ]
+    rows.append(
+        [
+            "job (wall time)",
+            str(sum(w.shards for w in workers.values())),
+            str(records),
+            str(sum(w.failed for w in workers.values())),
+            f"{seconds:.1f}",
+            _rate(records, seconds),
+        ]
+    )
+    return rich_table((["worker", "shards", "records", "failed", "seconds", "records/s"], rows), title)
+
+
+def _rate(records: int, seconds: float) -> str:
+    return f"{records / seconds:.2f}" if seconds > 0 else "-"

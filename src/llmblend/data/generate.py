@@ -100,12 +100,27 @@ def read_instructions(path: str | Path) -> list[Instruction]:
             items.append(Instruction(_content_id(text, ""), text))
     else:
         for _number, record in iter_checked_records(path, _check_instruction):
-            prompt = prompt_from_json(record["instruction"])
-            input_text = record.get("input", "")
-            item_id = str(record["id"]) if record.get("id") is not None else _content_id(prompt, input_text)
-            items.append(Instruction(item_id, prompt, input_text, record.get("output")))
+            items.append(instruction_from_record(record))
     _check_unique(path, items)
     return items
+
+
+def instruction_from_record(record: dict[str, Any]) -> Instruction:
+    """The instruction of a checked JSONL record (an id made from its text when it has none)."""
+    prompt = prompt_from_json(record["instruction"])
+    input_text = record.get("input", "")
+    item_id = str(record["id"]) if record.get("id") is not None else _content_id(prompt, input_text)
+    return Instruction(item_id, prompt, input_text, record.get("output"))
+
+
+def instruction_record(item: Instruction) -> dict[str, Any]:
+    """``item`` as a JSONL record that :func:`instruction_from_record` reads back the same."""
+    return {
+        "id": item.id,
+        "instruction": prompt_to_json(item.instruction),
+        "input": item.input,
+        "output": item.output,
+    }
 
 
 def _check_unique(path: Path, items: Sequence[Instruction]) -> None:
@@ -223,28 +238,70 @@ class _Todo:
 
 def plan(items: Sequence[Instruction], slots: Sequence[Slot], out: Path) -> tuple[list[_Todo], int]:
     """The instructions with slots still to ask, and how many are already complete."""
-    previous = {**read_journal(failed_path_for(out), "id"), **read_journal(out, "id")}
-    todo, done = [], 0
-    for item in items:
-        kept = _Kept.from_record(previous.get(item.id))
-        missing = tuple(slot for slot in slots if not kept.has(slot.key))
-        if missing:
-            todo.append(_Todo(item, missing, kept))
-        else:
-            done += 1
-    return todo, done
+    previous = previous_records(out)
+    todo = [entry for item in items if (entry := todo_for(item, slots, previous.get(item.id)))]
+    return todo, len(items) - len(todo)
 
 
-async def _answer(todo: _Todo, out: Path, report: GenerateReport) -> None:
+def previous_records(out: Path) -> dict[str, dict[str, Any]]:
+    """What earlier runs wrote for each id: its latest record in OUT, or else in OUT.failed.jsonl."""
+    return {**read_journal(failed_path_for(out), "id"), **read_journal(out, "id")}
+
+
+def todo_for(item: Instruction, slots: Sequence[Slot], previous: dict[str, Any] | None) -> _Todo | None:
+    """What is left to ask for ``item`` given its ``previous`` record (None: everything)."""
+    kept = _Kept.from_record(previous)
+    missing = tuple(slot for slot in slots if not kept.has(slot.key))
+    return _Todo(item, missing, kept) if missing else None
+
+
+async def answer(todo: _Todo) -> tuple[dict[str, Any], list[Generation]]:
+    """The merged record of one instruction (kept answers plus the missing slots') and this run's
+    generations."""
     generations = await ask_all(todo.item.prompt, todo.slots)
-    record = build_record(todo.item, todo.slots, generations, todo.kept)
-    target = out if record["candidates"] else failed_path_for(out)
-    append_jsonl(target, [record])  # the event loop is one thread: appends never interleave
-    report.usage.add(generations)
-    report.written += 1
-    report.candidates += len(record["candidates"])
-    report.failed_slots += sum(not g.ok for g in generations)
-    report.without_candidates += not record["candidates"]
+    return build_record(todo.item, todo.slots, generations, todo.kept), generations
+
+
+async def answer_all(
+    todo: Sequence[_Todo],
+    max_in_flight: int,
+    on_answer: Callable[[dict[str, Any], list[Generation]], None],
+) -> None:
+    """Answer every instruction of ``todo``, at most ``max_in_flight`` at once; ``on_answer(record,
+    generations)`` is called for each as soon as it is complete (in the event loop's one thread)."""
+    gate = asyncio.Semaphore(max_in_flight)
+
+    async def run(entry: _Todo) -> None:
+        try:
+            on_answer(*await answer(entry))
+        finally:
+            gate.release()
+
+    tasks = []
+    for entry in todo:
+        await gate.acquire()
+        tasks.append(asyncio.create_task(run(entry)))
+    await asyncio.gather(*tasks)
+
+
+def default_in_flight(slots: Sequence[Slot]) -> int:
+    """Instructions answered at once by default: twice the largest backend concurrency, at least 4."""
+    return max(4, 2 * max((slot.backend.concurrency for slot in slots), default=1))
+
+
+def write_answers(out: Path, records: Sequence[dict[str, Any]], report: GenerateReport) -> None:
+    """Append answered records to OUT (to ``OUT.failed.jsonl`` those without a candidate), one
+    flushed write per file, and count them in ``report`` (its usage is the caller's to add)."""
+    answered = [r for r in records if r["candidates"]]
+    unanswered = [r for r in records if not r["candidates"]]
+    for target, group in ((out, answered), (failed_path_for(out), unanswered)):
+        if group:
+            append_jsonl(target, group)
+    report.written += len(records)
+    report.candidates += sum(len(r["candidates"]) for r in records)
+    # a record keeps only successful entries from earlier runs: every failed entry is this run's
+    report.failed_slots += sum(e.get("error") is not None for r in records for e in r[GENERATION_KEY])
+    report.without_candidates += len(unanswered)
 
 
 async def generate_dataset(
@@ -258,9 +315,9 @@ async def generate_dataset(
 ) -> GenerateReport:
     """Answer every instruction with every slot into ``out`` (MixInstruct JSONL), resumably.
 
-    ``max_in_flight`` bounds the instructions being answered at once (default: twice the largest
-    backend concurrency, at least 4); ``on_plan(done)`` gets the number of instructions a previous
-    run completed, ``on_record(n)`` is called after each record is written.
+    ``max_in_flight`` bounds the instructions being answered at once (default:
+    :func:`default_in_flight`); ``on_plan(done)`` gets the number of instructions a previous run
+    completed, ``on_record(n)`` is called after each record is written.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -269,22 +326,14 @@ async def generate_dataset(
     report = GenerateReport(instructions=len(items), already_done=done)
     if on_plan:
         on_plan(done)
-    limit = max_in_flight or max(4, 2 * max((slot.backend.concurrency for slot in slots), default=1))
-    gate = asyncio.Semaphore(limit)
 
-    async def run(entry: _Todo) -> None:
-        try:
-            await _answer(entry, out, report)
-            if on_record:
-                on_record(report.written)
-        finally:
-            gate.release()
+    def written(record: dict[str, Any], generations: list[Generation]) -> None:
+        write_answers(out, [record], report)  # one thread: appends never interleave
+        report.usage.add(generations)
+        if on_record:
+            on_record(report.written)
 
-    tasks = []
-    for entry in todo:
-        await gate.acquire()
-        tasks.append(asyncio.create_task(run(entry)))
-    await asyncio.gather(*tasks)
+    await answer_all(todo, max_in_flight or default_in_flight(slots), written)
     compact(out, [item.id for item in items])
     report.wall_s = time.perf_counter() - started
     return report

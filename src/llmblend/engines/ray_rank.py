@@ -13,27 +13,35 @@ The output is byte for byte the local engine's: the same records, serialized by 
 ``dumps``, in the same order (PairRanker's scores do not depend on batch-mates, on any runtime).
 A killed driver loses only the shards in flight; a worker that dies is restarted by Ray and its
 shard retried (``max_retries`` times). A failed example stays as data: a ranking with ``error``.
+An LLM judge's backend keeps its ``concurrency`` for all workers together
+(:mod:`llmblend.engines.limiter`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmblend.data.jsonl import dumps
 from llmblend.data.mixinstruct import example_from_record
-from llmblend.engines.recipe import RankerRecipe
+from llmblend.engines.limiter import attach_limits, start_limits
+from llmblend.engines.ray_session import (
+    RayOptions,
+    WorkerStats,
+    batch_rows,
+    map_shards,
+    per_worker,
+    ray_session,
+    worker_label,
+)
+from llmblend.engines.recipe import RankerRecipe, judge_backends_of
 from llmblend.engines.shards import (
     MergeCount,
-    Shard,
     is_finished,
     merge_shards,
     plan_shards,
@@ -42,8 +50,11 @@ from llmblend.engines.shards import (
     shard_folder,
     write_shard,
 )
-from llmblend.errors import LlmblendError, MissingExtraError
 from llmblend.rank.rank_file import add_usage, ranked_chunks
+from llmblend.types import Example, Ranking
+
+#: What a job may add to each output record (picklable, so it can travel to the workers).
+Annotate = Callable[[Example, Ranking], dict[str, Any]]
 
 log = logging.getLogger(__name__)
 
@@ -59,26 +70,6 @@ RESULT_COLUMNS = (
     "strategy",
     "usage",
 )
-
-
-def require_ray() -> Any:
-    """The ``ray`` module with Ray Data, or :class:`MissingExtraError` naming the extra."""
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise MissingExtraError("ray[data]", "ray", "llmblend rank --engine ray") from None
-    return ray
-
-
-@dataclass(slots=True)
-class WorkerStats:
-    """What one worker (an actor process) ranked in this run."""
-
-    shards: int = 0
-    records: int = 0
-    failed: int = 0
-    seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,37 +111,45 @@ class ShardRanker:
     shard's output records as JSONL text (:data:`RESULT_COLUMNS`).
     """
 
-    def __init__(self, recipe: RankerRecipe, strategy: str | None, chunk_size: int) -> None:
-        import ray
-
+    def __init__(
+        self,
+        recipe: RankerRecipe,
+        strategy: str | None,
+        chunk_size: int,
+        annotate: Annotate | None = None,
+        limits: dict[str, Any] | None = None,
+    ) -> None:
         self.ranker, self.label = recipe.build()
+        attach_limits(judge_backends_of(self.ranker), limits or {})
         self.strategy = recipe.strategy_for(self.ranker, strategy)
         self.chunk_size = chunk_size
-        context = ray.get_runtime_context()
-        self.worker = f"{context.get_actor_id()[:8]} pid {os.getpid()} on {context.get_node_id()[:8]}"
+        self.annotate = annotate
+        self.worker = worker_label()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        rows: dict[str, list[Any]] = {column: [] for column in RESULT_COLUMNS}
-        for index, text in zip(batch["shard"], batch["examples"], strict=True):
-            for column, value in self.rank_shard(int(index), str(text)).items():
-                rows[column].append(value)
-        return rows
+        return batch_rows(batch, self.rank_shard, RESULT_COLUMNS)
 
-    def rank_shard(self, index: int, text: str) -> dict[str, Any]:
+    def rank_shard(self, row: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
+        text = str(row["examples"])
         examples = [example_from_record(json.loads(line)) for line in text.split("\n") if line.strip()]
         lines: list[str] = []
         failed = n_forward = 0
         usage: dict[str, Any] | None = None
         for _, rankings, records in ranked_chunks(
-            self.ranker, examples, strategy=self.strategy, ranker_label=self.label, chunk_size=self.chunk_size
+            self.ranker,
+            examples,
+            strategy=self.strategy,
+            ranker_label=self.label,
+            chunk_size=self.chunk_size,
+            annotate=self.annotate,
         ):
             lines += [dumps(record) + "\n" for record in records]
             failed += sum(not r.ok for r in rankings)
             n_forward += sum(r.n_forward for r in rankings)
             usage = add_usage(usage, (r.usage for r in rankings if r.usage is not None))
         return {
-            "shard": index,
+            "shard": int(row["shard"]),
             "records": "".join(lines),
             "worker": self.worker,
             "ranked": len(examples),
@@ -174,7 +173,9 @@ def rank_file_on_ray(
     limit: int | None = None,
     address: str | None = None,
     cpus_per_worker: float = 1,
+    gpus_per_worker: float = 0,
     max_retries: int = 3,
+    annotate: Annotate | None = None,
     on_shard: Callable[[int, int], None] | None = None,
 ) -> RayRankReport:
     """Rank the examples of ``source`` (its first ``limit``) that ``out`` lacks on Ray, then append
@@ -182,15 +183,16 @@ def rank_file_on_ray(
 
     ``strategy`` None is the ranker's default (as ``llmblend rank``); ``address`` None starts a
     local Ray for the job, ``"auto"`` or ``"ray://host:port"`` joins a cluster (or the Ray this
-    process already joined). ``on_shard(done, total)`` is called as each shard is written.
+    process already joined). ``annotate(example, ranking)`` adds fields to each output record (as
+    in :func:`~llmblend.rank.rank_file.rank_pending`); ``on_shard(done, total)`` is called as each
+    shard is written.
     Raises :class:`MissingExtraError` without Ray, ValueError for bad settings, and
     :class:`LlmblendError` when the workers fail (finished shards are kept for the rerun).
     """
-    for name, value in (("shard_size", shard_size), ("num_workers", num_workers), ("chunk_size", chunk_size)):
+    options = RayOptions(address, num_workers, cpus_per_worker, max_retries, gpus_per_worker)
+    for name, value in (("shard_size", shard_size), ("chunk_size", chunk_size)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    if max_retries < 0:
-        raise ValueError(f"max_retries must be 0 or more, got {max_retries}")
     started = time.perf_counter()
     recipe.check()
     plan = plan_shards(source, out, shard_size, limit)
@@ -198,15 +200,26 @@ def rank_file_on_ray(
     if not plan.shards:
         remove_folder(folder)
         return _report(plan.already_done, started, 0.0, [], MergeCount(0, 0), 0)
-    prepare_folder(folder, _settings(recipe, source, shard_size, strategy))
+    prepare_folder(folder, _settings(recipe, source, shard_size, strategy, annotate))
     todo = [shard for shard in plan.shards if not is_finished(folder, shard)]
     rows: list[dict[str, Any]] = []
     startup = 0.0
     if todo:
-        num_workers = min(num_workers, len(todo))  # a worker without a shard would idle
-        with _ray_session(address, num_workers * cpus_per_worker) as startup:
-            shards = _run_shards(
-                todo, recipe, strategy, chunk_size, num_workers, cpus_per_worker, max_retries
+        options = options.fit(len(todo))
+        with ray_session(options.address, options.cpus_needed) as startup:
+            limits = start_limits(recipe.judge_backends())
+            shards = map_shards(
+                [{"shard": shard.index, "examples": shard.input_text()} for shard in todo],
+                ShardRanker,
+                {
+                    "recipe": recipe,
+                    "strategy": strategy,
+                    "chunk_size": chunk_size,
+                    "annotate": annotate,
+                    "limits": limits,
+                },
+                RESULT_COLUMNS,
+                options,
             )
             for row in shards:
                 write_shard(folder, row.pop("shard"), row.pop("records"))
@@ -219,92 +232,18 @@ def rank_file_on_ray(
     return _report(plan.already_done, started, startup, rows, merged, len(plan.shards) - len(todo))
 
 
-def _settings(recipe: RankerRecipe, source: str | Path, shard_size: int, strategy: str | None) -> dict:
-    return {
+def _settings(
+    recipe: RankerRecipe, source: str | Path, shard_size: int, strategy: str | None, annotate: Annotate | None
+) -> dict:
+    settings = {
         "source": str(Path(source).resolve()),
         "shard_size": shard_size,
         "strategy": strategy,
         "recipe": recipe.settings(),
     }
-
-
-@contextmanager
-def _ray_session(address: str | None, cpus_needed: float) -> Iterator[float]:
-    """Join Ray (``address``), start a local one (None), or use the one this process already joined;
-    shut it down afterwards only if this call started the connection."""
-    ray = require_ray()
-    started = time.perf_counter()
-    owned = not ray.is_initialized()
-    if owned:
-        options: dict[str, Any] = {"logging_level": logging.WARNING}
-        if address is None:
-            options["include_dashboard"] = False
-        try:
-            ray.init(address=address, **options)
-        except ConnectionError as exc:
-            raise LlmblendError(
-                f"could not join the Ray cluster at {address}: {exc}. Check the address; a cluster with "
-                "token authentication (Ray's default) also needs RAY_AUTH_MODE=token and its token "
-                "(RAY_AUTH_TOKEN, or ~/.ray/auth_token) here"
-            ) from None
-    try:
-        cpus = ray.cluster_resources().get("CPU", 0)
-        if cpus < cpus_needed:
-            message = (
-                f"--num-workers needs {cpus_needed:g} CPUs (one per worker) and this Ray cluster has {cpus:g}"
-            )
-            if address is None:
-                raise ValueError(f"{message}: lower --num-workers")
-            log.warning("%s: workers wait until the cluster grows", message)
-        yield time.perf_counter() - started
-    finally:
-        if owned:
-            ray.shutdown()
-
-
-def _run_shards(
-    todo: list[Shard],
-    recipe: RankerRecipe,
-    strategy: str | None,
-    chunk_size: int,
-    num_workers: int,
-    cpus_per_worker: float,
-    max_retries: int,
-) -> Iterator[dict[str, Any]]:
-    """Each shard's result row, as workers finish them (in any order)."""
-    ray = require_ray()
-    items = [{"shard": shard.index, "examples": shard.input_text()} for shard in todo]
-    dataset = ray.data.from_items(items, override_num_blocks=len(items))
-    with warnings.catch_warnings():
-        # Ray 2.60 takes max_restarts / max_task_retries only as (deprecated) extra remote args
-        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-        ranked = dataset.map_batches(
-            ShardRanker,
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=num_workers),
-            fn_constructor_kwargs={"recipe": recipe, "strategy": strategy, "chunk_size": chunk_size},
-            num_cpus=cpus_per_worker,
-            max_restarts=max_retries,
-            max_task_retries=max_retries,
-        )
-    try:
-        for row in ranked.iter_rows():
-            yield {column: _plain(row[column]) for column in RESULT_COLUMNS}
-    except ray.exceptions.RayError as exc:
-        raise LlmblendError(
-            f"the Ray workers failed (finished shards are kept for a rerun): {_last_line(exc)}"
-        ) from exc
-
-
-def _last_line(exc: Exception) -> str:
-    """The gist of a Ray error: its last line, which for a worker's traceback is the original error."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
-def _plain(value: Any) -> Any:
-    """A numpy scalar from Ray Data as the plain Python value."""
-    return value.item() if hasattr(value, "item") else value
+    if annotate is not None:
+        settings["annotate"] = f"{annotate.__module__}.{annotate.__qualname__}"
+    return settings
 
 
 def _report(
@@ -315,14 +254,8 @@ def _report(
     merged: MergeCount,
     shards_reused: int,
 ) -> RayRankReport:
-    workers: dict[str, WorkerStats] = {}
     usage: dict[str, Any] | None = None
     for row in rows:
-        stats = workers.setdefault(row["worker"], WorkerStats())
-        stats.shards += 1
-        stats.records += row["ranked"]
-        stats.failed += row["failed"]
-        stats.seconds += row["seconds"]
         if row["usage"]:
             usage = add_usage(usage, [json.loads(row["usage"])])
     return RayRankReport(
@@ -336,6 +269,6 @@ def _report(
         seconds=time.perf_counter() - started,
         startup_seconds=startup,
         strategy=rows[0]["strategy"] if rows else None,
-        workers=dict(sorted(workers.items())),
+        workers=per_worker(rows, "ranked"),
         usage=usage,
     )

@@ -1,9 +1,11 @@
-"""A ranker recipe: the options a ranker is built from, small and picklable, never a loaded model.
+"""Recipes: the options a ranker (or the backends) are built from, small and picklable, never a
+loaded model.
 
 ``llmblend rank`` builds its ranker from ``--ranker``, or ``--model``/``--runtime``/``--pool``, with
 ``--batch-size`` and a judge's budget. A :class:`RankerRecipe` holds exactly those options, so an
 engine can ship it to each worker (a Ray actor) and every worker builds the same ranker the local
-command would, through the same code (:func:`llmblend.cli.common.choose_ranker`).
+command would, through the same code (:func:`llmblend.cli.common.choose_ranker`). A
+:class:`SlotsRecipe` does the same for the backends that ``generate`` and ``best-of-n`` ask.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from llmblend.backends.base import Backend
+    from llmblend.backends.config import Slot
     from llmblend.rank.base import Ranker
 
 
@@ -66,6 +70,15 @@ class RankerRecipe:
         apply_budget(ranker, self.max_calls, self.max_tokens, self.max_seconds)
         return ranker, label
 
+    def judge_backends(self) -> list[Backend]:
+        """The backend an LLM judge of this recipe (a ``judge:`` or ``cascade:`` spec) calls, built
+        but not started; none for other rankers. A Ray job limits its calls cluster-wide."""
+        if self.spec is None or not self.spec.startswith(("judge:", "cascade:")):
+            return []
+        from llmblend.rank.judge_ranker import judge_from_spec
+
+        return [judge_from_spec(self.spec.partition(":")[2])[0].backend]
+
     def strategy_for(self, ranker: Ranker, strategy: str | None) -> str:
         """``strategy``, or the default one for this ranker (see :func:`default_strategy`)."""
         return strategy or default_strategy(ranker, self.pool)
@@ -73,6 +86,13 @@ class RankerRecipe:
     def settings(self) -> dict[str, Any]:
         """The recipe as JSON-ready settings (a shard manifest records them)."""
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+def judge_backends_of(ranker: Ranker) -> list[Backend]:
+    """The backend a built ranker's LLM judge calls: a judge ranker's ``judge`` (its
+    PairwiseJudge) and a cascade's ``judge`` (a judge ranker) both have it as ``backend``."""
+    backend = getattr(getattr(ranker, "judge", None), "backend", None)
+    return [] if backend is None else [backend]
 
 
 def default_strategy(ranker: Ranker, pool: Path | None) -> str:
@@ -85,3 +105,29 @@ def default_strategy(ranker: Ranker, pool: Path | None) -> str:
     if ranker.name.startswith(("judge:", "cascade:")):
         return ranker.strategy
     return "sparse-refine"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsRecipe:
+    """How to build the candidates' slots: every backend of a models.yaml (``llmblend generate``),
+    or ``n`` samples of one of them (``llmblend best-of-n``: ``n`` set, ``backend`` None for the
+    first). ``config`` None is the packaged local models."""
+
+    config: Path | None = None
+    backend: str | None = None
+    n: int | None = None
+
+    def build(self, cores: int | None = None) -> list[Slot]:
+        """The slots, local models sharing ``cores`` cores (default: the machine's); cheap, since
+        backends load their models on first use."""
+        if self.n is None:
+            from llmblend.backends.config import build_slots, load_backend_config
+
+            return build_slots(load_backend_config(self.config), cores)
+        from llmblend.blend.best_of_n import best_of_n_slots
+
+        return best_of_n_slots(self.config, self.backend, self.n, cores)[0]
+
+    def settings(self) -> dict[str, Any]:
+        """The recipe as JSON-ready settings."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}

@@ -42,6 +42,12 @@ class RankFileReport:
     usage: dict[str, Any] | None = None  # an LLM judge's summed calls, tokens, cost (None: no judge)
 
     @property
+    def ranked_now(self) -> int:
+        """Examples ranked by this run (all of ``ranked``: unlike a Ray job, none come from shards
+        an earlier run finished)."""
+        return self.ranked
+
+    @property
     def examples_per_second(self) -> float:
         return self.ranked / self.seconds if self.seconds > 0 else float("nan")
 
