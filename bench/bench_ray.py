@@ -10,6 +10,10 @@ Per worker it also gives pairs (forward passes) per busy second, and, as the CPU
 GPU worker, how many pairs one core tokenizes per second (``PairRanker.encode_pairs``, one thread):
 the two measured inputs of the README's estimate for ranking 1M examples x 16 candidates on GPUs.
 
+The driver's side: how fast it plans the shards of ``--train`` (reads and parses every example,
+serializes each shard) and how much memory it holds per example meanwhile (``--driver-only``
+measures just that).
+
 Then Ray's fixed costs with a ranker that costs nothing (``-r longest``; best of 3): starting a
 local Ray (``ray.init``), a whole job of one shard (actor start, Ray Data planning, the merge),
 and the cost of one more shard (the same examples as one shard vs one shard per example, 1
@@ -31,6 +35,7 @@ from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.engines.ray_rank import RayRankReport, rank_file_on_ray
 from llmblend.engines.ray_session import require_ray
 from llmblend.engines.recipe import RankerRecipe
+from llmblend.engines.shards import plan_shards
 from llmblend.rank.base import PairQuery
 from llmblend.rank.pairranker import PairRanker
 from llmblend.rank.rank_file import pending_examples, rank_pending
@@ -72,14 +77,39 @@ def tokenized_pairs_per_second(source: Path, pairs: int = 2000) -> float:
     return len(queries) / (time.perf_counter() - started)
 
 
+def driver_planning(source: Path, shard_size: int = 64) -> tuple[int, float, float]:
+    """Examples planned, examples/s, and KB the driver holds per example (traced peak)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    plan = plan_shards(source, source.with_name("nothing-yet.jsonl"), shard_size)
+    texts = [shard.input_text() for shard in plan.shards]
+    seconds = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    del texts
+    return plan.pending, plan.pending / seconds, peak / plan.pending / 1024
+
+
+def print_driver(train: Path) -> None:
+    examples, rate, kb = driver_planning(train)
+    print(f"driver: planned {examples} examples of {train} at {rate:.0f} examples/s, {kb:.1f} KB held each\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dev", type=Path, default=Path("build/alpaca-blend/dev.jsonl"))
     parser.add_argument("--examples", type=int, default=48)
+    parser.add_argument("--train", type=Path, default=Path("build/alpaca-blend/train.jsonl"))
+    parser.add_argument("--driver-only", action="store_true", help="only the driver's planning figures")
     parser.add_argument("--shard-size", type=int, default=8, help="examples per shard for the ranker runs")
     args = parser.parse_args()
+    if args.driver_only:
+        print_driver(args.train)
+        return
     ray = require_ray()
     folder = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     source = folder / "dev.jsonl"
@@ -123,6 +153,7 @@ def main() -> None:
     print("|---:|---:|---:|")
     for workers, pairs, rate in per_worker:
         print(f"| {workers} | {pairs:.1f} | {rate:.1f} |")
+    print_driver(args.train)
     tokenized = tokenized_pairs_per_second(source)
     print(f"\none core tokenizes {tokenized:.0f} pairs/s (encode_pairs, batches of 32)\n")
     print("## Ray's fixed costs (-r longest, which ranks in microseconds; best of 3)\n")

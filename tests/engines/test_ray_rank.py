@@ -188,3 +188,14 @@ def test_ray_options_need_engine_ray_and_a_known_engine(dev_slice: Path, tmp_pat
         app, ["rank", str(dev_slice), "--out", out, "--engine", "ray", "--worker-cpus", "0"]
     )
     assert result.exit_code == 2 and "CPUs must be above 0" in result.output
+
+
+def test_joining_without_the_clusters_token_is_a_clear_error(
+    ray_cluster, dev_slice: Path, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_TOKEN"} | {"HOME": str(tmp_path)}
+    command = [sys.executable, "-m", "llmblend", "rank", str(dev_slice), "--out", str(tmp_path / "o.jsonl")]
+    command += ["-r", "longest", *ray_args(ray_cluster)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr[-3000:]
+    assert "needs RAY_AUTH_MODE=token and the cluster's token" in result.stdout + result.stderr

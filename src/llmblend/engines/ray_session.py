@@ -75,11 +75,11 @@ def ray_session(address: str | None, cpus_needed: float) -> Iterator[float]:
             options["include_dashboard"] = False
         try:
             ray.init(address=address, **options)
-        except ConnectionError as exc:
+        except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
             raise LlmblendError(
-                f"could not join the Ray cluster at {address}: {exc}. Check the address; a cluster with "
-                "token authentication (Ray's default) also needs RAY_AUTH_MODE=token and its token "
-                "(RAY_AUTH_TOKEN, or ~/.ray/auth_token) here"
+                f"could not join the Ray cluster at {address}: {_gist(exc)}. Check the address; a cluster "
+                "with token authentication needs RAY_AUTH_MODE=token and the cluster's token here "
+                "(RAY_AUTH_TOKEN, or ~/.ray/auth_token); one without needs neither"
             ) from None
     try:
         _check_cpus(ray, address, cpus_needed)
