@@ -47,12 +47,17 @@ def rank(*args: str) -> str:
     return result.output
 
 
+def local_output(source: Path, name: str, options: list[str]) -> bytes:
+    """The local engine's output for ``source`` with these rank options (written beside it)."""
+    out = source.with_name(f"local-{name}.jsonl")
+    rank(str(source), "--out", str(out), *options)
+    return out.read_bytes()
+
+
 @pytest.fixture(scope="module")
 def local_int8(dev_slice: Path) -> bytes:
     """The local engine's output with the shipped ranker."""
-    out = dev_slice.with_name("local-int8.jsonl")
-    rank(str(dev_slice), "--out", str(out), *INT8)
-    return out.read_bytes()
+    return local_output(dev_slice, "int8", INT8)
 
 
 def rank_on_ray(cluster, *args: str, shard_size: int = 4) -> str:
@@ -66,9 +71,7 @@ def rank_on_ray(cluster, *args: str, shard_size: int = 4) -> str:
 @pytest.fixture(scope="module")
 def local_bubble(dev_slice: Path) -> bytes:
     """The local engine's output with the shipped ranker and the cheaper bubble strategy."""
-    out = dev_slice.with_name("local-bubble.jsonl")
-    rank(str(dev_slice), "--out", str(out), *BUBBLE)
-    return out.read_bytes()
+    return local_output(dev_slice, "bubble", BUBBLE)
 
 
 def ids(path: Path) -> list[str]:

@@ -110,11 +110,7 @@ def best_of_n_command(
             from llmblend.engines.ray_session import RayOptions, ray_session, require_ray
 
             require_ray("llmblend best-of-n --engine ray")
-            workers = RayOptions(
-                ray_options.get("address"),
-                ray_options.get("num_workers", 1),
-                ray_options.get("cpus_per_worker", 1.0),
-            )
+            workers = RayOptions(**_without_shard_size(ray_options))
             with ray_session(workers.address, workers.cpus_needed):  # one Ray for both steps
                 generated = generate_on_ray(slots, items, samples, None, what, ray_options)
                 report = _rank_on_ray(ranker, samples, out, strategy, ray_options)
@@ -156,5 +152,12 @@ def _rank_on_ray(
     from llmblend.blend.best_of_n import best_record
     from llmblend.engines.ray_rank import rank_file_on_ray
 
-    options = {k: v for k, v in options.items() if k != "shard_size"}  # that was the sampling's
-    return rank_file_on_ray(recipe, samples, out, strategy=strategy, annotate=best_record, **options)
+    # --shard-size was the sampling's; ranking keeps rank's own default
+    return rank_file_on_ray(
+        recipe, samples, out, strategy=strategy, annotate=best_record, **_without_shard_size(options)
+    )
+
+
+def _without_shard_size(options: dict) -> dict:
+    """The Ray options of the command (``RayOptions`` fields), without --shard-size."""
+    return {k: v for k, v in options.items() if k != "shard_size"}
