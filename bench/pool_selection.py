@@ -37,6 +37,7 @@ from llmblend.rank.combine import Combination
 from llmblend.rank.pool_ranker import rank_with_pool
 from llmblend.rank.strategies import run_strategy
 from llmblend.train.pool import (
+    DEFAULT_TERMS,
     JudgedData,
     PoolSettings,
     cross_fitted_features,
@@ -48,12 +49,14 @@ from llmblend.train.pool import (
 from llmblend.types import prompt_text
 
 ORACLE = "gpt4_win"
-FREE = ("pool", "length", "consensus", "rel_length")
+FREE = DEFAULT_TERMS
 ABLATIONS = {
     "pool only": ("pool",),
     "pool + length": ("pool", "length"),
+    "pool + length + rel. length": ("pool", "length", "rel_length"),
     "pool + length + consensus": ("pool", "length", "consensus"),
-    "pool + length + consensus + rel. length": FREE,
+    "pool + length + consensus + rel. length": ("pool", "length", "consensus", "rel_length"),
+    "pool + length + rel. length + pool consensus": FREE,
 }
 
 
@@ -177,6 +180,7 @@ def main() -> None:
         "pairranker alone (full)": run_strategy("full", rank_items(dev), scorer),
         "pairranker alone (sparse-refine)": run_strategy("sparse-refine", rank_items(dev), scorer),
         "pairranker alone (knockout)": run_strategy("knockout", rank_items(dev), scorer),
+        "pairranker alone (bubble)": run_strategy("bubble", rank_items(dev), scorer),
     }
     cv, combos, started = {}, {}, time.perf_counter()
     for categories in (False, True):
@@ -205,13 +209,59 @@ def main() -> None:
         combos[label] = combo
         terms_dev = dev_terms(dev, pool, combo, settings, embeddings, matrices)
         rankings[label] = rank_with_pool(dev, terms_dev, combo, scorer, strategy="pool-seeded")
+        rankings[f"{label}, full"] = rank_with_pool(dev, terms_dev, combo, scorer, strategy="full")
     print(f"fits: {time.perf_counter() - started:.0f} s")
     ship = max((k for k in cv), key=lambda k: cv[k])
-    write_report(args, dev, rankings, combos, cv, ship, len(h))
+    same_pick = {
+        label: same_top1(rankings[label], rankings[f"{label}, full"])
+        for label in rankings
+        if f"{label}, full" in rankings
+    }
+    write_report(args, dev, rankings, combos, cv, ship, len(h), same_pick)
     threshold_plot(args.plot, dev, data, combos[ship], ship, embeddings, scorer, length_scale)
+    forwards_plot(args.plot.with_name(args.plot.stem + "-forwards.png"), dev, rankings, ship)
 
 
-def write_report(args, dev, rankings, combos, cv, ship, n_held) -> None:
+def mean_pick(examples, rankings) -> float:
+    """Mean oracle score of the picked candidates (top-1)."""
+    return float(
+        np.mean([ex.candidates[r.best].scores[ORACLE] for ex, r in zip(examples, rankings, strict=True)])
+    )
+
+
+def same_top1(a, b) -> float:
+    """The share of examples where two rankings pick the same candidate."""
+    return float(np.mean([x.best == y.best for x, y in zip(a, b, strict=True)]))
+
+
+def forwards_plot(path, dev, rankings, ship) -> None:
+    """Dev top-1 against ranker forwards per instruction, one point per selection method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, ranked in rankings.items():
+        if "per category" in label:
+            continue
+        forwards = float(np.mean([r.n_forward for r in ranked]))
+        top1 = mean_pick(dev, ranked)
+        marker = "*" if label == ship else ("o" if label.startswith("pairranker") else "s")
+        ax.scatter(forwards, top1, marker=marker, s=90 if label == ship else 30)
+        ax.annotate(label, (forwards, top1), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    models = {c.model for c in dev[0].candidates}
+    best = max(np.mean([ex.candidate(m).scores[ORACLE] for ex in dev]) for m in models)
+    ax.axhline(best, color="grey", ls="--", lw=1, label="best single model")
+    ax.set_xlabel("PairRanker forwards per instruction (N = 11)")
+    ax.set_ylabel("dev top-1 (mean gpt4_win of the pick)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
+
+
+def write_report(args, dev, rankings, combos, cv, ship, n_held, same_pick) -> None:
     selection = selection_quality(dev, rankings, ORACLE)
     rho = {m: correlation(dev, r, ORACLE, m).spearman for m, r in rankings.items()}
     best_model = selection.best_model
@@ -238,6 +288,9 @@ def write_report(args, dev, rankings, combos, cv, ship, n_held) -> None:
         "instructions the ranker never trained on. 'train CV top-1' is what chose the shipped row; the "
         "best single model scores 0.1155 there.\n",
         markdown_table((header, rows)),
+        "\n**Pool-seeded vs full** (same combination; share of dev instructions with the same pick): "
+        + "; ".join(f"{k}: {fmt_percent(v)}" for k, v in same_pick.items())
+        + "\n",
         "\n**Fitted combinations** (bias, weights, threshold, in-sample ECE of P(challenger beats "
         "favourite)):\n",
     ]

@@ -173,6 +173,18 @@ def test_terms_are_antisymmetric_and_consensus_favours_the_typical_answer() -> N
     assert c[1] > c[2] and c[0] > c[2]
 
 
+def test_pool_consensus_weighs_each_answer_by_its_models_odds() -> None:
+    # answers 0 and 1 agree with each other; 2 agrees with 3, which a much stronger model wrote
+    embeddings = np.array([[1.0, 0.0], [0.95, 0.05], [0.05, 0.95], [0.0, 1.0]])
+    plain = consensus_scores(embeddings)
+    np.testing.assert_allclose(consensus_scores(embeddings, [0.7, 0.7, 0.7, 0.7]), plain)
+    weighted = consensus_scores(embeddings, [0.0, 0.0, 0.0, 3.0])
+    assert plain[1] == pytest.approx(plain[2])  # a tie without the pool...
+    assert weighted[2] > weighted[1] + 0.3  # ...broken towards the strong model's answer
+    # the weights are odds e^θ: shifting every strength changes nothing
+    np.testing.assert_allclose(consensus_scores(embeddings, [5.0, 5.0, 5.0, 8.0]), weighted)
+
+
 def test_expected_calibration_error() -> None:
     rng = np.random.default_rng(0)
     p = rng.random(20000)

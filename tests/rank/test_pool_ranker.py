@@ -145,6 +145,32 @@ def test_consensus_needs_an_embedder_and_uses_it() -> None:
     assert calls and ranking.order[-1] == 0  # the odd one out ranks last
 
 
+def test_pool_consensus_follows_the_strong_models_answer() -> None:
+    def embed(texts):
+        return np.array([[1.0, 0.0] if t.startswith("a") else [0.0, 1.0] for t in texts])
+
+    pool = PoolModel(strengths={"strong": 2.0, "weak": 0.0}, judgements={}).with_combination(
+        Combination({"pool_consensus": 5.0}, length_scale=100.0).to_dict()
+    )
+    ranker = PoolRanker(pool, None, embed=embed, category_of=None, strategy="prior")
+    candidates = [
+        ("weak", "beta"),
+        ("weak", "bravo"),
+        ("weak", "bingo"),
+        ("weak", "alpha"),
+        ("strong", "apple"),
+    ]
+    (ranking,) = ranker.rank([example(candidates)])
+    # three weak answers agree with each other, but the weak "alpha" agrees with the strong model
+    assert ranking.order[:2] == (3, 4)
+    plain = PoolRanker(
+        pool.with_combination(Combination({"consensus": 5.0}, length_scale=100.0).to_dict()),
+        None, embed=embed, category_of=None, strategy="prior",
+    )  # fmt: skip
+    (unweighted,) = plain.rank([example(candidates)])
+    assert set(unweighted.order[:3]) == {0, 1, 2}  # without the pool, the majority wins
+
+
 def test_a_pairranker_strategy_applies_to_the_fallback_only() -> None:
     ranker, base = pool_ranker()
     unknown = example([("x", "alpha"), ("y", "gamma"), ("z", "delta")], "u")

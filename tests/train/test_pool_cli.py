@@ -71,12 +71,12 @@ def test_train_pool_with_the_ranker_calibrates_on_held_out_examples(
     pool_file = tmp_path / "pool.json"
     result = invoke(
         "train", "pool", files["train"], "--oracle", "gpt4_win", "--out", pool_file,
-        "--terms", "pool,length,consensus,ranker",
+        "--terms", "pool,length,consensus,pool_consensus,ranker",
         "--calibrate", files["calibration"], "--model", tiny_ranker_dir,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     combination = PoolModel.load(pool_file).combination
-    assert set(combination["weights"]) == {"pool", "length", "consensus", "ranker"}
+    assert set(combination["weights"]) == {"pool", "length", "consensus", "pool_consensus", "ranker"}
     assert combination["fitted_on"]["examples"] == 5
     assert "ece_ranker_alone" in combination["calibration"]
     ranked = tmp_path / "ranked.jsonl"

@@ -228,8 +228,9 @@ def train_pool_command(
     terms: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated terms to combine: pool, length, consensus, rel_length, ranker "
-            "(ranker needs --calibrate). Default: all but ranker."
+            help="Comma-separated terms to combine: pool, length, rel_length, pool_consensus, "
+            "consensus, ranker (ranker needs --calibrate). Default: pool, length, rel_length, "
+            "pool_consensus."
         ),
     ] = None,
     categories: Annotated[

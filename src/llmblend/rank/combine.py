@@ -10,7 +10,10 @@ Terms (each an antisymmetric ``float64[N, N]`` matrix per example, ``φ[i, j] = 
   other candidates' (MBR / consensus, LLM-Blender §5's strongest cheap baseline);
 * ``rel_length``: r_i − r_j, where r_i = tanh of how unusually long candidate i is *for its model*
   (z-score of log characters against that model's answers in the pool's data): an unusually short
-  answer from a strong model is often a refusal or a slip.
+  answer from a strong model is often a refusal or a slip;
+* ``pool_consensus``: the consensus term with each other answer weighted by its model's
+  Bradley–Terry odds e^θ_j (weighted MBR): agreeing with what the strong models say counts more than
+  agreeing with the weak ones. With equal strengths it is ``consensus``.
 
 :func:`fit_switch` fits the weights by weighted logistic regression
 (:func:`~llmblend.rank.calibration.logistic_fit`) on *challenger vs the pool's favourite* pairs
@@ -31,9 +34,11 @@ import numpy as np
 from llmblend.rank.calibration import logistic_fit
 
 #: Every term the combination knows, in the order weights are stored and reported.
-TERMS = ("pool", "ranker", "length", "consensus", "rel_length")
+TERMS = ("pool", "ranker", "length", "consensus", "rel_length", "pool_consensus")
 #: Terms that cost no ranker forward pass.
-FREE_TERMS = ("pool", "length", "consensus", "rel_length")
+FREE_TERMS = ("pool", "length", "consensus", "rel_length", "pool_consensus")
+#: Terms computed from the candidates' sentence embeddings.
+EMBEDDING_TERMS = ("consensus", "pool_consensus")
 
 
 def length_matrix(texts: Sequence[str], scale: float) -> np.ndarray:
@@ -48,14 +53,23 @@ def difference_matrix(values: Sequence[float] | np.ndarray) -> np.ndarray:
     return v[:, None] - v[None, :]
 
 
-def consensus_scores(embeddings: np.ndarray) -> np.ndarray:
-    """Mean cosine similarity of each row of ``embeddings [N, D]`` to the other rows: ``[N]``."""
+def consensus_scores(
+    embeddings: np.ndarray, strengths: Sequence[float] | np.ndarray | None = None
+) -> np.ndarray:
+    """Mean cosine similarity of each row of ``embeddings [N, D]`` to the other rows: ``[N]``.
+
+    With ``strengths`` (θ per row), the mean is weighted by each other row's Bradley–Terry odds
+    ``e^θ_j`` (weighted MBR); equal strengths give the plain mean.
+    """
     unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
     similarity = unit @ unit.T
     n = len(similarity)
     if n < 2:
         return np.zeros(n)
-    return (similarity.sum(axis=1) - np.diag(similarity)) / (n - 1)
+    theta = np.zeros(n) if strengths is None else np.asarray(strengths, dtype=np.float64)
+    odds = np.tile(np.exp(theta - theta.max()), (n, 1))
+    np.fill_diagonal(odds, 0.0)
+    return (similarity * odds).sum(axis=1) / odds.sum(axis=1)
 
 
 @dataclass(frozen=True)
@@ -103,8 +117,9 @@ class Combination:
         return self.weight("ranker") != 0.0
 
     @property
-    def uses_consensus(self) -> bool:
-        return self.weight("consensus") != 0.0
+    def uses_embeddings(self) -> bool:
+        """Whether a weighted term (consensus, pool consensus) needs the candidates' embeddings."""
+        return any(self.weight(term) != 0.0 for term in EMBEDDING_TERMS)
 
     def logits(self, terms: Mapping[str, np.ndarray], only: Sequence[str] = TERMS) -> np.ndarray:
         """``Σ_k w_k φ_k``: the combined log-odds matrix ``[N, N]`` over the terms in ``only``.

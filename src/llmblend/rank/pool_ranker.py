@@ -3,7 +3,8 @@
 LLM-Blender's premise is that "the best LLM differs per input" (§1); but on average one model of a
 pool is clearly best, so a selector that ignores who answered leaves that model on weak evidence.
 :class:`PoolRanker` scores pairs with the calibrated combination of :mod:`llmblend.rank.combine`
-(pool strengths, PairRanker's debiased logit, length, consensus) and offers three strategies:
+(pool strengths, PairRanker's debiased logit, length, consensus, pool-weighted consensus) and
+offers three strategies:
 
 =============  =====================================================================  ===============
 strategy       what it does                                                           forwards (N=11)
@@ -13,7 +14,7 @@ pool-seeded    the pool's favourite (highest strength) is the incumbent; every o
                the highest calibrated P(better than the incumbent) replaces it only
                when that probability clears the stored threshold
 full           every pair scored; candidates ranked by mean combined log-odds         N(N−1) (110)
-prior          the free terms alone (pool, length, consensus, relative length)        0
+prior          the free terms alone (pool, length, relative length, consensus)        0
 =============  =====================================================================  ===============
 
 An example none of whose candidates come from a model the pool knows is ranked by the base ranker
@@ -69,21 +70,23 @@ def free_terms(
     category_of: CategoryOf | None = id_prefix_category,
 ) -> dict[str, np.ndarray]:
     """The terms that need no ranker forward, each ``float64[N, N]``: pool, length, relative length,
-    and consensus.
+    and the two consensus terms.
 
-    ``embeddings [N, D]`` are needed only when the combination weighs consensus.
+    ``embeddings [N, D]`` are needed only when the combination weighs a consensus term.
     """
     category = category_of(example) if category_of else None
     texts = [c.text for c in example.candidates]
+    strengths = [pool.strength(c.model, category) for c in example.candidates]
     terms = {
-        "pool": difference_matrix([pool.strength(c.model, category) for c in example.candidates]),
+        "pool": difference_matrix(strengths),
         "length": length_matrix(texts, combination.length_scale),
         "rel_length": difference_matrix([pool.relative_length(c.model, c.text) for c in example.candidates]),
     }
-    if combination.uses_consensus:
+    if combination.uses_embeddings:
         if embeddings is None:
             raise ValueError("the combination weighs consensus, which needs the candidates' embeddings")
         terms["consensus"] = difference_matrix(consensus_scores(embeddings))
+        terms["pool_consensus"] = difference_matrix(consensus_scores(embeddings, strengths))
     return terms
 
 
@@ -312,7 +315,7 @@ class PoolRanker:
     def _terms(self, examples: Sequence[Example]) -> list[dict[str, np.ndarray]]:
         """Each example's free terms; the consensus term embeds every candidate of the batch in one call."""
         embeddings: list[np.ndarray | None] = [None] * len(examples)
-        if self.combination.uses_consensus:
+        if self.combination.uses_embeddings:
             texts = [c.text for ex in examples for c in ex.candidates]
             vectors = self.embed(texts) if texts else np.zeros((0, 0))
             sizes = [len(ex.candidates) for ex in examples]

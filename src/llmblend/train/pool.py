@@ -9,7 +9,7 @@
    strengths and length statistics that describe an instruction were fitted without it, so the
    pool term is judged as it will be on new instructions.
 
-   * ranker-free terms (pool, length, consensus, relative length): fitted on the training files
+   * ranker-free terms (pool, length, relative length, the two consensus terms): fitted on the training files
      themselves, in folds by instruction;
    * with the ranker term: on ``--calibrate`` examples the ranker was not trained on (it scores
      every challenger against the favourite there), with strengths fitted without them.
@@ -31,7 +31,7 @@ from llmblend.data.validate import detect_format
 from llmblend.errors import LlmblendError
 from llmblend.rank.base import PairQuery
 from llmblend.rank.calibration import expected_calibration_error
-from llmblend.rank.combine import TERMS, Combination, fit_switch
+from llmblend.rank.combine import EMBEDDING_TERMS, TERMS, Combination, fit_switch
 from llmblend.rank.pool import (
     PoolModel,
     comparisons_from_cmp_results,
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 #: The pool-seeded thresholds tried (cross-validated top-1 picks one).
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9)
-DEFAULT_TERMS = ("pool", "length", "consensus", "rel_length")
+DEFAULT_TERMS = ("pool", "length", "rel_length", "pool_consensus")
 FOLDS = 5
 
 #: Starts a progress bar: (description, total) → advance(n).
@@ -175,7 +175,9 @@ def example_features(
     matrices: Sequence[np.ndarray] | None = None,
 ) -> Features:
     """Every term of each example under ``pool`` (plus the ranker's debiased logits if given)."""
-    probe = Combination({"consensus": 1.0} if embeddings is not None else {}, length_scale=length_scale)
+    probe = Combination(
+        dict.fromkeys(EMBEDDING_TERMS, 1.0) if embeddings is not None else {}, length_scale=length_scale
+    )
     terms = []
     for k, ex in enumerate(examples):
         matrix = free_terms(
@@ -362,7 +364,7 @@ def train_pool_file(
         pool.save(out)
         return pool
     length_scale = length_scale_of(data.examples)
-    embed = _embedder() if "consensus" in terms else None
+    embed = _embedder() if set(terms) & set(EMBEDDING_TERMS) else None
     if calibrate is None:
         if "ranker" in terms:
             raise LlmblendError(
