@@ -42,6 +42,15 @@ def mean_of(examples, picks) -> float:
     return float(np.mean([ex.candidates[k].scores[ORACLE] for ex, k in zip(examples, picks, strict=True)]))
 
 
+def cached_embedder(examples):
+    """One embedding per distinct answer, computed once for both halves (fit and pick)."""
+    from llmblend.rank.embeddings import SentenceEmbedder
+
+    texts = sorted({c.text for ex in examples for c in ex.candidates})
+    vectors = dict(zip(texts, SentenceEmbedder.from_pretrained().encode(texts), strict=True))
+    return lambda batch: np.array([vectors[t] for t in batch])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
@@ -59,14 +68,15 @@ def main() -> None:
               "pool's favourite (strongest present)",
               "longest", "oracle", "switched"]  # fmt: skip
     rows = []
+    embed = cached_embedder(examples)
     for fit, test in ((0, 1), (1, 0)):
         train_file, test_file = folder / f"half{fit}.jsonl", folder / f"half{test}.jsonl"
         write_mixinstruct(halves[fit], train_file)
         write_mixinstruct(halves[test], test_file)
         pool_file = folder / f"pool{fit}.json"
-        train_pool_file([train_file], pool_file, settings=PoolSettings(oracle=ORACLE))
+        train_pool_file([train_file], pool_file, settings=PoolSettings(oracle=ORACLE), embed=embed)
         pool = PoolModel.load(pool_file)
-        rankings = PoolRanker(pool, None).rank(halves[test])
+        rankings = PoolRanker(pool, None, embed=embed).rank(halves[test])
         models = sorted({c.model for ex in halves[test] for c in ex.candidates})
         per_model = {
             m: np.mean([c.scores[ORACLE] for ex in halves[test] for c in ex.candidates if c.model == m])

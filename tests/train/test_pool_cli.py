@@ -132,3 +132,65 @@ def test_data_held_out_writes_the_instructions_the_shipped_ranker_never_trained_
     assert result.exit_code == 0, result.output
     held = load_mixinstruct(out)
     assert len(held) == 48 and {ex.source for ex in held} == sources
+
+
+def strong_weak_pool(path: Path) -> Path:
+    """A pool that knows one strong and one weak model, with no ranker term (0 forwards)."""
+    from llmblend.rank.combine import Combination
+
+    PoolModel(strengths={"strong": 2.0, "weak": -2.0}, judgements={}).with_combination(
+        Combination({"pool": 1.0}, threshold=0.5).to_dict()
+    ).save(path)
+    return path
+
+
+def backends_yaml(path: Path, base_url: str, names: list[str]) -> Path:
+    import yaml
+
+    backends = [{"name": n, "model": n, "base_url": base_url, "max_retries": 0} for n in names]
+    path.write_text(yaml.safe_dump({"defaults": {"max_tokens": 32}, "backends": backends}), encoding="utf-8")
+    return path
+
+
+def test_fuse_with_a_pool_fuses_the_pools_order(scripted_server, tiny_ranker_dir, tmp_path: Path) -> None:
+    from llmblend.types import Candidate, Example
+
+    source = tmp_path / "in.jsonl"
+    texts = {"weak": "a long and rambling answer " * 5, "strong": "short", "unknown": "middling answer"}
+    candidates = [Candidate(m, t) for m, t in texts.items()]
+    write_mixinstruct([Example(f"q/{i}", f"question {i}", candidates=candidates) for i in range(3)], source)
+    fuser = backends_yaml(tmp_path / "fuser.yaml", scripted_server.base_url, ["fuser-model"])
+    out = tmp_path / "fused.jsonl"
+    result = invoke(
+        "fuse", source, "--out", out, "--pool", strong_weak_pool(tmp_path / "pool.json"),
+        "--model", tiny_ranker_dir, "--fuser", f"prompted:{fuser}", "--top-k", "2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == ["q/0", "q/1", "q/2"]
+    for record in records:
+        assert record["ranking"]["strategy"] == "pool-seeded" and record["ranking"]["n_forward"] == 0
+        # the pool's order (strong, then the unknown model at the prior, then weak), not the length's
+        assert record["fused"]["top_k"] == [1, 2]
+        assert record["fused"]["fused_text"] == f"echo: {record['instruction']}"
+        assert record["fused"]["margin"] is not None  # the guard compared with the tiny base ranker
+    prompts = [r.body["messages"][0]["content"] for r in scripted_server.requests_for("fuser-model")]
+    assert len(prompts) == 3 and all("1. short" in p and "2. middling answer" in p for p in prompts)
+
+
+def test_blend_with_a_pool_returns_the_strong_models_answer(
+    scripted_server, tiny_ranker_dir, tmp_path
+) -> None:
+    scripted_server.script_for("strong", [("say", "the strong answer")])
+    scripted_server.script_for("weak", [("say", "a weak answer that goes on and on and on")])
+    config = backends_yaml(tmp_path / "models.yaml", scripted_server.base_url, ["weak", "strong"])
+    result = invoke(
+        "blend", "Name a metal.", "--backends", config, "--pool", strong_weak_pool(tmp_path / "pool.json"),
+        "--model", tiny_ranker_dir, "--fuser", "none", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    texts = {c["model"]: c["text"] for c in record["candidates"]}
+    assert texts == {"weak": "a weak answer that goes on and on and on", "strong": "the strong answer"}
+    assert record["answer"] == "the strong answer" and record["returned"] == "top"
+    assert record["ranker"].startswith("pool")

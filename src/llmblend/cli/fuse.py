@@ -24,6 +24,16 @@ from llmblend.cli.common import (
 from llmblend.cli.tables import blend_table
 
 TopK = Annotated[int, typer.Option(min=1, help="Candidates the fuser reads (the paper: 3).")]
+
+
+def ranking_strategy(ranker, pool: Path | None) -> str | None:
+    """The strategy the pipeline asks the ranker for, as ``llmblend rank`` chooses it; None with a
+    pool, whose ranker applies its own (pool-seeded)."""
+    from llmblend.engines.recipe import default_strategy
+
+    return None if pool is not None else default_strategy(ranker, None)
+
+
 Guard = Annotated[bool, typer.Option(help="Return the top candidate when the fused answer loses to it.")]
 
 
@@ -63,7 +73,11 @@ def fuse_command(
         if the_fuser is None:
             raise ValueError("no fuser to run: give --fuser FOLDER or --fuser prompted:models.yaml")
         ranker, _ = choose_ranker(ranker_spec, model, None, 16, pool)
-        with Blender([], ranker, the_fuser, top_k=top_k, guard=guard) as blender, progress_bars() as start:
+        strategy = ranking_strategy(ranker, pool)
+        with (
+            Blender([], ranker, the_fuser, top_k=top_k, guard=guard, strategy=strategy) as blender,
+            progress_bars() as start,
+        ):
             state: dict = {"advance": None, "done": 0}
 
             def on_chunk(done: int, total: int) -> None:
@@ -110,8 +124,9 @@ def blend_command(
     with user_errors():
         slots = build_slots(load_backend_config(backends))
         ranker, _ = choose_ranker(ranker_spec, model, None, 16, pool)
+        strategy = ranking_strategy(ranker, pool)
         with (
-            Blender(slots, ranker, load_fuser(fuser), top_k=top_k, guard=guard) as blender,
+            Blender(slots, ranker, load_fuser(fuser), top_k=top_k, guard=guard, strategy=strategy) as blender,
             err_console.status("asking the models, ranking, fusing..."),
         ):
             result = blender.blend(instruction)

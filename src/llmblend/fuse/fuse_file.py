@@ -156,6 +156,8 @@ def fuse_file(
     if pipeline.fuser is None:
         raise ValueError("fuse_file needs a fuser; this Blender has none (give it one, e.g. a PromptedFuser)")
     label = fuser_label or getattr(pipeline.fuser, "name", type(pipeline.fuser).__name__)
+    # the strategy asked for, else the ranker's own (a pool ranker's pool-seeded)
+    strategy = pipeline.strategy or getattr(getattr(pipeline, "ranker", None), "strategy", None)
 
     todo, already_done = pending_examples(source, out, limit)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +171,7 @@ def fuse_file(
             append_jsonl(
                 out,
                 (
-                    fused_record(ex, result, fuser=label, strategy=pipeline.strategy)
+                    fused_record(ex, result, fuser=label, strategy=strategy)
                     for ex, result in zip(chunk, results, strict=True)
                 ),
             )

@@ -351,10 +351,15 @@ def train_pool_file(
     terms: Sequence[str] = DEFAULT_TERMS,
     calibrate: str | Path | None = None,
     model: str | None = None,
+    embed: Callable[[Sequence[str]], np.ndarray] | None = None,
     progress: ProgressStart | None = None,
 ) -> PoolModel:
     """What ``llmblend train pool`` does: strengths from ``files``, the combination cross-fitted on
-    them (or, with ``calibrate``, on those examples with the ranker ``model``); writes ``out``."""
+    them (or, with ``calibrate``, on those examples with the ranker ``model``); writes ``out``.
+
+    ``embed`` embeds answers for the consensus terms (default: the packaged MiniLM, loaded only
+    when a consensus term is asked for).
+    """
     data = JudgedData.read(files)
     pool = fit_pool_from(data, settings)
     if settings.oracle is None:
@@ -364,7 +369,10 @@ def train_pool_file(
         pool.save(out)
         return pool
     length_scale = length_scale_of(data.examples)
-    embed = _embedder() if set(terms) & set(EMBEDDING_TERMS) else None
+    if not set(terms) & set(EMBEDDING_TERMS):
+        embed = None
+    elif embed is None:
+        embed = _embedder()
     if calibrate is None:
         if "ranker" in terms:
             raise LlmblendError(
