@@ -14,6 +14,8 @@ names ``model``, before the general script. Behaviours:
 - ``"close"``: the socket is closed with no reply
 - ``("say", text)``, ``("say", text, delay_s)``: ``text`` instead of the echo (streamed word by word
   when asked)
+- ``("reply", fn)``: ``fn(prompt)`` instead of the echo, ``prompt`` being the last user message (or
+  the completion prompt): a server whose answer depends on what it is asked (e.g. a judge)
 - ``("stream_then_close", n)``: a streamed answer that stops after ``n`` words without ``[DONE]``
 - ``("logprobs", text, tokens)``: like ``("say", text)``, with ``choices[0].logprobs`` in the shape of
   the request's endpoint (chat: ``{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}``;
@@ -179,6 +181,9 @@ class _Handler(BaseHTTPRequestHandler):
             delay = float(args[1]) if len(args) > 1 else 0.0
             if self.server.scripted._wait(delay, self.connection):
                 self._ok(body, text=str(arg))
+        elif kind == "reply":
+            chat = self.path.rstrip("/").endswith("/chat/completions")
+            self._ok(body, text=str(arg(_prompt_of(body, chat))))
         elif kind == "logprobs":
             self._ok(body, text=str(arg), logprobs=args[1])
         elif kind == "stream_then_close":

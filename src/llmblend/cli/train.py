@@ -248,20 +248,31 @@ def train_pool_command(
         float,
         typer.Option(help="Prior standard deviation of the strengths, in log-odds; smaller shrinks more."),
     ] = 1.0,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODELS.yaml[#NAME]",
+            help="An LLM judge whose cache (its judge: section's cache) holds verdicts on the "
+            "candidates of FILES, e.g. from llmblend rank -r judge:MODELS.yaml: each is a comparison. "
+            "Nothing is asked.",
+        ),
+    ] = None,
 ) -> None:
     """Fit the pool model: Bradley-Terry strengths of the source models, and when to trust a challenger
     over the pool's favourite.
 
-    Strengths come from every judged comparison in FILES; models with few judgements are shrunk
+    Strengths come from every judged comparison in FILES (and with --judge from an LLM judge's
+    cached verdicts on their candidates); models with few judgements are shrunk
     towards the prior, which is also the strength of a model the pool has never seen. The weights of
     P(challenger beats the favourite) and the switching threshold are then fitted on cross-fitted
     features (each instruction described by a pool that never saw it) and chosen by cross-validated
     top-1. `llmblend rank --pool OUT` uses the result.
     """
-    from llmblend.train.pool import DEFAULT_TERMS, PoolSettings, train_pool_file
+    from llmblend.train.pool import DEFAULT_TERMS, PoolSettings, judge_cache_scores, train_pool_file
 
     with user_errors():
-        settings = PoolSettings(oracle=oracle, categories=categories, prior_scale=prior_scale)
+        known = None if judge is None else judge_cache_scores(judge)
+        settings = PoolSettings(oracle=oracle, categories=categories, prior_scale=prior_scale, known=known)
         with progress_bars() as start:
             pool = train_pool_file(
                 files,
@@ -280,7 +291,8 @@ def train_pool_command(
     curve = fitted.get("cv_top1_by_threshold", {})
     if oracle is None:
         console.print(
-            f"pool of {len(pool.strengths)} models from {pool.fitted_on.get('comparisons')} comparisons; "
+            f"pool of {len(pool.strengths)} models from {pool.fitted_on.get('comparisons')} comparisons"
+            f"{judged_note(pool)}; "
             f"strongest: {', '.join(f'{m} ({pool.strengths[m]:+.2f})' for m in top)}; no --oracle: "
             f"ranks by strengths alone; wrote {out}",
             highlight=False,
@@ -288,7 +300,8 @@ def train_pool_command(
         )
         return
     console.print(
-        f"pool of {len(pool.strengths)} models from {pool.fitted_on.get('comparisons')} comparisons; "
+        f"pool of {len(pool.strengths)} models from {pool.fitted_on.get('comparisons')} comparisons"
+        f"{judged_note(pool)}; "
         f"strongest: {', '.join(f'{m} ({pool.strengths[m]:+.2f})' for m in top)}; "
         f"threshold {combination.get('threshold')}: cross-validated top-1 "
         f"{curve.get(str(combination.get('threshold')), float('nan')):.4f} vs the favourite's "
@@ -296,6 +309,12 @@ def train_pool_command(
         highlight=False,
         markup=False,
     )
+
+
+def judged_note(pool) -> str:
+    """ " (N from the judge's cache)" when the pool read an LLM judge's verdicts."""
+    judged = pool.fitted_on.get("judged_pairs")
+    return f" ({judged} from the judge's cache)" if judged else ""
 
 
 @train_app.command("calibrate")

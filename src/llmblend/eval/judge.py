@@ -393,6 +393,12 @@ class PairwiseJudge:
         judged.update(zip(todo, answers, strict=True))
         return [judged[o.key] for o in orderings]
 
+    def cached_ordered(self, items: Sequence[JudgeItem]) -> list[Judgement | None]:
+        """Each item's cached judgement with ``answer_a`` shown as A, or None where the cache has
+        none; never calls the backend (what a pool fitted from the judge's verdicts reads)."""
+        judged = self._read_cache()
+        return [judged.get(self.cache_key(item, item.answer_a, item.answer_b)) for item in items]
+
     def _orderings(self, item: JudgeItem) -> tuple[_Ordering, _Ordering]:
         forward = _Ordering(self.cache_key(item, item.answer_a, item.answer_b), item, swapped=False)
         backward = _Ordering(self.cache_key(item, item.answer_b, item.answer_a), item, swapped=True)

@@ -133,6 +133,12 @@ class JudgeRanker:
         judgements = self._loop.run(self.judge.judge_ordered(items))
         return np.array([judgement_score(j) for j in judgements]), [_spend_of(j) for j in judgements]
 
+    def cached_scores(self, queries: Sequence[PairQuery]) -> np.ndarray:
+        """The scores of ordered pairs that the judge's cache holds, NaN for the others; asks nothing."""
+        items = [JudgeItem(q.source, "", q.first, q.second, "first", "second") for q in queries]
+        judgements = self.judge.cached_ordered(items)
+        return np.array([np.nan if j is None else judgement_score(j) for j in judgements], dtype=np.float64)
+
     def compare(self, instructions: Sequence[str], a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """The debiased margin of each (a, b), both orders asked (> 0: a is better); for the guard."""
         if not len(instructions) == len(a) == len(b):

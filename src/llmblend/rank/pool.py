@@ -12,7 +12,8 @@ with few judgements towards the prior mean; that mean is also the strength of a 
 never seen (:attr:`PoolModel.unknown_strength`), so an unknown model ranks like an average one.
 
 Judged data comes from what llmblend reads: oracle scores in MixInstruct files, their
-``cmp_results``, and preference pairs that name both models.
+``cmp_results``, preference pairs that name both models, and the verdicts an LLM judge has already
+given (its cache) on the candidates of MixInstruct files.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from llmblend.errors import LlmblendError
+from llmblend.rank.base import PairQuery
 from llmblend.types import Example, PreferencePair
 
 #: Bumped when the pool file layout changes in a way older readers cannot read.
@@ -93,6 +95,41 @@ def comparisons_from_cmp_results(
             model_a, _, model_b = str(key).partition(",")
             if verdict in CMP_OUTCOMES and model_a and model_b and model_a != model_b:
                 comparisons.append(Comparison(model_a, model_b, CMP_OUTCOMES[verdict], category))
+    return comparisons
+
+
+#: Scores of ordered pairs already judged (> 0: ``first`` better), NaN where none is known; e.g.
+#: :meth:`~llmblend.rank.judge_ranker.JudgeRanker.cached_scores`, which reads an LLM judge's cache.
+KnownScores = Callable[[Sequence[PairQuery]], np.ndarray]
+
+
+def comparisons_from_judged_pairs(
+    examples: Iterable[Example], known: KnownScores, *, category_of: CategoryOf | None = None
+) -> list[Comparison]:
+    """Every pair of candidates from two models that ``known`` has a score for, in either order.
+
+    The orders known are averaged into a debiased margin ``m`` in [−1, 1] (``(s(a, b) − s(b, a)) / 2``
+    with both, the one alone otherwise); the outcome for ``a`` is ``(1 + m) / 2``, so a verdict that
+    flips with the order is a tie and a soft margin gives a soft outcome.
+    """
+    pairs = [
+        (example, a, b)
+        for example in examples
+        for i, a in enumerate(example.candidates)
+        for b in example.candidates[i + 1 :]
+        if a.model != b.model
+    ]
+    forward = [PairQuery(ex.source, a.text, b.text) for ex, a, b in pairs]
+    backward = [PairQuery(ex.source, b.text, a.text) for ex, a, b in pairs]
+    scores = np.asarray(known(forward + backward), dtype=np.float64) if pairs else np.zeros(0)
+    comparisons = []
+    for k, (example, a, b) in enumerate(pairs):
+        sides = [scores[k], -scores[len(pairs) + k]]
+        sides = [s for s in sides if np.isfinite(s)]
+        if sides:
+            margin = float(np.clip(np.mean(sides), -1.0, 1.0))
+            category = category_of(example) if category_of else None
+            comparisons.append(Comparison(a.model, b.model, (1.0 + margin) / 2, category))
     return comparisons
 
 

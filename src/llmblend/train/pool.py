@@ -1,8 +1,9 @@
 """``llmblend train pool``: fit the pool's model strengths, then calibrate how to combine them.
 
 1. **Strengths** (:func:`~llmblend.rank.pool.fit_pool`) from every judged comparison in the files:
-   oracle scores (``--oracle``), ``cmp_results``, and preference pairs that name both models; plus
-   each model's answer-length statistics.
+   oracle scores (``--oracle``), ``cmp_results``, preference pairs that name both models, and an
+   LLM judge's cached verdicts on the files' candidates (``--judge``); plus each model's
+   answer-length statistics.
 2. **Combination** (:func:`fit_combination`): the weights of P(challenger beats the pool's
    favourite) (:func:`~llmblend.rank.combine.fit_switch`) and the switching threshold, chosen by
    cross-validated top-1 (the mean oracle score of the pick). Every feature is *cross-fitted*: the
@@ -33,8 +34,10 @@ from llmblend.rank.base import PairQuery
 from llmblend.rank.calibration import expected_calibration_error
 from llmblend.rank.combine import EMBEDDING_TERMS, TERMS, Combination, fit_switch
 from llmblend.rank.pool import (
+    KnownScores,
     PoolModel,
     comparisons_from_cmp_results,
+    comparisons_from_judged_pairs,
     comparisons_from_pairs,
     comparisons_from_scores,
     fit_pool,
@@ -82,12 +85,17 @@ class JudgedData:
 
 @dataclass(frozen=True)
 class PoolSettings:
-    """How strengths are fitted (``llmblend train pool`` options)."""
+    """How strengths are fitted (``llmblend train pool`` options).
+
+    ``known`` gives scores of candidate pairs already judged, e.g. an LLM judge's cache
+    (:meth:`~llmblend.rank.judge_ranker.JudgeRanker.cached_scores`); each one is a comparison.
+    """
 
     oracle: str | None
     categories: bool = False
     prior_scale: float = 1.0
     tie_margin: float = 0.0
+    known: KnownScores | None = None
 
     @property
     def category_of(self):
@@ -99,6 +107,10 @@ def fit_pool_from(data: JudgedData, settings: PoolSettings) -> PoolModel:
     category_of = settings.category_of
     comparisons = comparisons_from_cmp_results(data.examples, category_of=category_of)
     comparisons += comparisons_from_pairs(data.pairs)
+    judged = []
+    if settings.known is not None:
+        judged = comparisons_from_judged_pairs(data.examples, settings.known, category_of=category_of)
+        comparisons += judged
     if settings.oracle is not None:
         oracle = settings.oracle
         by_score = comparisons_from_scores(
@@ -113,7 +125,8 @@ def fit_pool_from(data: JudgedData, settings: PoolSettings) -> PoolModel:
     if not comparisons:
         raise LlmblendError(
             "nothing judged to fit a pool on: name the oracle score of MixInstruct files with --oracle, "
-            "or give files with cmp_results or preference pairs that name chosen_model and rejected_model"
+            "give files with cmp_results or preference pairs that name chosen_model and rejected_model, "
+            "or --judge MODELS.yaml whose cache holds verdicts on the files' candidates"
         )
     pool = fit_pool(
         comparisons,
@@ -123,10 +136,31 @@ def fit_pool_from(data: JudgedData, settings: PoolSettings) -> PoolModel:
         fitted_on={
             "examples": len(data.examples),
             "pairs": len(data.pairs),
+            "judged_pairs": len(judged),
             "tie_margin": settings.tie_margin,
         },
     )
     return replace(pool, length_stats=length_statistics(data.examples))
+
+
+def judge_cache_scores(spec: str) -> KnownScores:
+    """The cached verdicts of the LLM judge of ``MODELS.yaml[#NAME]`` (its ``judge:`` section's
+    ``cache``), as known scores; nothing is asked. LlmblendError when it has no cache to read."""
+    from llmblend.rank.judge_ranker import judge_from_spec
+
+    judge, _ = judge_from_spec(spec)
+    cache = judge.judge.cache_path
+    if cache is None:
+        raise LlmblendError(
+            f"--judge {spec}: its judge: section names no cache, so there are no verdicts to read; "
+            "add 'cache: judge.jsonl' to it (and rank with that judge to fill it)"
+        )
+    if not cache.is_file():
+        raise LlmblendError(
+            f"--judge {spec}: its cache {cache} does not exist yet; rank with that judge first "
+            f"(llmblend rank FILE -r judge:{spec} --out ranked.jsonl)"
+        )
+    return judge.cached_scores
 
 
 def length_scale_of(examples: Sequence[Example]) -> float:
