@@ -251,10 +251,10 @@ def train_pool_command(
     judge: Annotated[
         str | None,
         typer.Option(
-            metavar="MODELS.yaml[#NAME]",
-            help="An LLM judge whose cache (its judge: section's cache) holds verdicts on the "
-            "candidates of FILES, e.g. from llmblend rank -r judge:MODELS.yaml: each is a comparison. "
-            "Nothing is asked.",
+            metavar="MODELS.yaml",
+            help="An LLM judge (MODELS.yaml or MODELS.yaml#NAME) whose cache, named in its judge: "
+            "section, holds verdicts on the candidates of FILES, e.g. from llmblend rank -r "
+            "judge:MODELS.yaml: each verdict is a comparison. Nothing is asked.",
         ),
     ] = None,
 ) -> None:
