@@ -51,6 +51,11 @@ def cached_embedder(examples):
     return lambda batch: np.array([vectors[t] for t in batch])
 
 
+def where(indices, examples, picks):
+    """The examples and picks at ``indices``."""
+    return [examples[k] for k in indices], [picks[k] for k in indices]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
@@ -64,7 +69,8 @@ def main() -> None:
         [examples[k] for k in order[: len(order) // 2]],
         [examples[k] for k in order[len(order) // 2 :]],
     ]
-    header = ["fitted on → evaluated on", "pool pick", "best single model (hindsight, where it answered)",
+    header = ["fitted on → evaluated on", "pool pick", "pool pick where the best model answered",
+              "best single model (hindsight, where it answered)",
               "pool's favourite (strongest present)",
               "longest", "oracle", "switched"]  # fmt: skip
     rows = []
@@ -89,9 +95,11 @@ def main() -> None:
         switched = np.mean([k != f for k, f in zip(pool_picks, favourites, strict=True)])
         longest = [int(np.argmax([len(c.text) for c in ex.candidates])) for ex in test_examples]
         oracle = [int(np.argmax([c.scores[ORACLE] for c in ex.candidates])) for ex in test_examples]
+        answered = [k for k, ex in enumerate(test_examples) if any(c.model == best for c in ex.candidates)]
         rows.append([
             f"half {fit} ({len(halves[fit])}) → half {test} ({len(test_examples)})",
             fmt_number(mean_of(test_examples, pool_picks), 3),
+            f"{fmt_number(mean_of(*where(answered, test_examples, pool_picks)), 3)} ({len(answered)})",
             f"{fmt_number(per_model[best], 3)} ({best})",
             fmt_number(mean_of(test_examples, favourites), 3),
             fmt_number(mean_of(test_examples, longest), 3),

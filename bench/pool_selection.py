@@ -242,21 +242,22 @@ def forwards_plot(path, dev, rankings, ship) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for label, ranked in rankings.items():
         if "per category" in label:
             continue
         forwards = float(np.mean([r.n_forward for r in ranked]))
-        top1 = mean_pick(dev, ranked)
         marker = "*" if label == ship else ("o" if label.startswith("pairranker") else "s")
-        ax.scatter(forwards, top1, marker=marker, s=90 if label == ship else 30)
-        ax.annotate(label, (forwards, top1), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        name = f"{label} (shipped)" if label == ship else label
+        ax.scatter(
+            forwards, mean_pick(dev, ranked), marker=marker, s=120 if label == ship else 36, label=name
+        )
     models = {c.model for c in dev[0].candidates}
     best = max(np.mean([ex.candidate(m).scores[ORACLE] for ex in dev]) for m in models)
     ax.axhline(best, color="grey", ls="--", lw=1, label="best single model")
     ax.set_xlabel("PairRanker forwards per instruction (N = 11)")
     ax.set_ylabel("dev top-1 (mean gpt4_win of the pick)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"plot: {path}")
