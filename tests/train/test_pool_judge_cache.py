@@ -95,3 +95,20 @@ def test_a_judge_without_a_cache_or_an_empty_one_is_a_clear_error(scripted_serve
     result = invoke("train", "pool", data, "--judge", config, "--out", tmp_path / "p.json")
     assert result.exit_code == 2 and "does not exist yet" in result.output
     assert not scripted_server.requests and not (tmp_path / "p.json").exists()
+
+
+def test_known_scores_are_asked_once_per_distinct_pair() -> None:
+    from llmblend.rank.base import PairQuery
+    from llmblend.train.pool import remembered
+
+    asked = []
+
+    def known(queries):
+        asked.extend(queries)
+        return np.arange(len(queries), dtype=float)
+
+    lookup = remembered(known)
+    x, y = PairQuery("q", "x", "y"), PairQuery("q", "y", "x")
+    first = lookup([x, y, x])
+    again = lookup([y, x])
+    assert asked == [x, y] and first.tolist() == [0.0, 1.0, 0.0] and again.tolist() == [1.0, 0.0]

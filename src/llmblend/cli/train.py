@@ -312,7 +312,7 @@ def train_pool_command(
 
 
 def judged_note(pool) -> str:
-    """ " (N from the judge's cache)" when the pool read an LLM judge's verdicts."""
+    """How many comparisons came from an LLM judge's cache, as a note for the summary line."""
     judged = pool.fitted_on.get("judged_pairs")
     return f" ({judged} from the judge's cache)" if judged else ""
 

@@ -160,7 +160,21 @@ def judge_cache_scores(spec: str) -> KnownScores:
             f"--judge {spec}: its cache {cache} does not exist yet; rank with that judge first "
             f"(llmblend rank FILE -r judge:{spec} --out ranked.jsonl)"
         )
-    return judge.cached_scores
+    return remembered(judge.cached_scores)
+
+
+def remembered(known: KnownScores) -> KnownScores:
+    """``known`` asked once per distinct pair: cross-fitting fits a pool per fold on subsets of the
+    same examples, and each call of a judge's ``cached_scores`` reads and hashes its whole cache."""
+    seen: dict[PairQuery, float] = {}
+
+    def lookup(queries: Sequence[PairQuery]) -> np.ndarray:
+        todo = [q for q in dict.fromkeys(queries) if q not in seen]
+        if todo:
+            seen.update(zip(todo, np.asarray(known(todo), dtype=np.float64).tolist(), strict=True))
+        return np.array([seen[q] for q in queries], dtype=np.float64)
+
+    return lookup
 
 
 def length_scale_of(examples: Sequence[Example]) -> float:
