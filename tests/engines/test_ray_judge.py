@@ -1,12 +1,14 @@
-"""``llmblend rank -r judge:models.yaml --engine ray``: an LLM judge ranks on Ray workers with one
-limit on its calls in flight for the whole cluster, and gives the local engine's rankings (the
-judge's wall time aside)."""
+"""``llmblend rank -r judge:models.yaml --engine ray`` and ``llmblend eval judge --engine ray``: an
+LLM judge works on Ray workers with one limit on its calls in flight for the whole cluster, and
+gives the local engine's output (for ``rank``, the judge's wall time aside)."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,35 @@ def rankings(path: Path) -> list[dict]:
     for record in records:
         assert record["ranking"]["usage"].pop("seconds") >= 0
     return records
+
+
+def slow_reply(prompt: str) -> str:
+    """The better answer by its number (a higher k.i wins), after a pause that keeps calls in flight."""
+    time.sleep(0.15)
+    first, second = re.findall(r"answer \d+\.(\d+)", prompt)[-2:]
+    return "[[A]]" if int(first) > int(second) else "[[B]]"
+
+
+def test_eval_judge_on_ray_equals_the_local_run_and_keeps_the_limit(
+    ray_cluster, scripted_server, tmp_path
+) -> None:
+    data, models = files(tmp_path, scripted_server.base_url)
+    calls = 8 * 6 * 2  # 8 examples, 6 pairs each, both orders
+    scripted_server.script([("reply", slow_reply)] * calls)
+    out = tmp_path / "ray.jsonl"
+    command = [sys.executable, "-m", "llmblend", "eval", "judge", str(data), "--judge", str(models)]
+    command += ["--out", str(out), "--engine", "ray", "--address", ray_cluster.address]
+    command += ["--num-workers", "2", "--shard-size", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr[-5000:]
+    assert len(scripted_server.requests) == calls
+    assert scripted_server.max_in_flight == 2  # the judge's concurrency, for both workers together
+    assert result.stdout.count(" pid ") == 2, result.stdout
+    first = json.loads(out.read_text().splitlines()[0])
+    assert json.loads(first["cmp_results"])["m0,m3"] == "B is better"  # the later answer is better
+
+    scripted_server.script([("reply", slow_reply)] * calls)
+    local = tmp_path / "local.jsonl"
+    judged = runner.invoke(app, ["eval", "judge", str(data), "--judge", str(models), "--out", str(local)])
+    assert judged.exit_code == 0, judged.output
+    assert out.read_bytes() == local.read_bytes()

@@ -20,7 +20,6 @@ An LLM judge's backend keeps its ``concurrency`` for all workers together
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,34 +28,15 @@ from typing import Any
 
 from llmblend.data.jsonl import dumps
 from llmblend.data.mixinstruct import example_from_record
-from llmblend.engines.limiter import attach_limits, start_limits
-from llmblend.engines.ray_session import (
-    RayOptions,
-    WorkerStats,
-    batch_rows,
-    map_shards,
-    per_worker,
-    ray_session,
-    worker_label,
-)
+from llmblend.engines.limiter import attach_limits
+from llmblend.engines.ray_session import RayOptions, WorkerStats, batch_rows, per_worker, worker_label
 from llmblend.engines.recipe import RankerRecipe, judge_backends_of
-from llmblend.engines.shards import (
-    MergeCount,
-    is_finished,
-    merge_shards,
-    plan_shards,
-    prepare_folder,
-    remove_folder,
-    shard_folder,
-    write_shard,
-)
+from llmblend.engines.shard_job import ShardJob, ShardJobResult, run_shard_job
 from llmblend.rank.rank_file import add_usage, ranked_chunks
 from llmblend.types import Example, Ranking
 
 #: What a job may add to each output record (picklable, so it can travel to the workers).
 Annotate = Callable[[Example, Ranking], dict[str, Any]]
-
-log = logging.getLogger(__name__)
 
 #: The columns a :class:`ShardRanker` returns, one row per shard.
 RESULT_COLUMNS = (
@@ -193,43 +173,17 @@ def rank_file_on_ray(
     for name, value in (("shard_size", shard_size), ("chunk_size", chunk_size)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    started = time.perf_counter()
     recipe.check()
-    plan = plan_shards(source, out, shard_size, limit)
-    folder = shard_folder(out)
-    if not plan.shards:
-        remove_folder(folder)
-        return _report(plan.already_done, started, 0.0, [], MergeCount(0, 0), 0)
-    prepare_folder(folder, _settings(recipe, source, shard_size, strategy, annotate))
-    todo = [shard for shard in plan.shards if not is_finished(folder, shard)]
-    rows: list[dict[str, Any]] = []
-    startup = 0.0
-    if todo:
-        options = options.fit(len(todo))
-        with ray_session(options.address, options.cpus_needed) as startup:
-            limits = start_limits(recipe.judge_backends())
-            shards = map_shards(
-                [{"shard": shard.index, "examples": shard.input_text()} for shard in todo],
-                ShardRanker,
-                {
-                    "recipe": recipe,
-                    "strategy": strategy,
-                    "chunk_size": chunk_size,
-                    "annotate": annotate,
-                    "limits": limits,
-                },
-                RESULT_COLUMNS,
-                options,
-            )
-            for row in shards:
-                write_shard(folder, row.pop("shard"), row.pop("records"))
-                rows.append(row)  # the statistics only: records go to disk, not into memory
-                log.info("shard finished: %d records by %s", row["ranked"], row["worker"])
-                if on_shard:
-                    on_shard(len(rows), len(todo))
-    merged = merge_shards(folder, plan.shards, out)
-    remove_folder(folder)
-    return _report(plan.already_done, started, startup, rows, merged, len(plan.shards) - len(todo))
+    job = ShardJob(
+        ShardRanker,
+        {"recipe": recipe, "strategy": strategy, "chunk_size": chunk_size, "annotate": annotate},
+        RESULT_COLUMNS,
+        _settings(recipe, source, shard_size, strategy, annotate),
+        backends=recipe.judge_backends(),
+    )
+    return _report(
+        run_shard_job(job, source, out, options, shard_size=shard_size, limit=limit, on_shard=on_shard)
+    )
 
 
 def _settings(
@@ -246,28 +200,22 @@ def _settings(
     return settings
 
 
-def _report(
-    already_done: int,
-    started: float,
-    startup: float,
-    rows: list[dict[str, Any]],
-    merged: MergeCount,
-    shards_reused: int,
-) -> RayRankReport:
+def _report(result: ShardJobResult) -> RayRankReport:
+    rows = result.rows
     usage: dict[str, Any] | None = None
     for row in rows:
         if row["usage"]:
             usage = add_usage(usage, [json.loads(row["usage"])])
     return RayRankReport(
-        ranked=merged.records,
-        already_done=already_done,
-        reused=merged.records - sum(row["ranked"] for row in rows),
-        failed=merged.failed,
+        ranked=result.merged.records,
+        already_done=result.already_done,
+        reused=result.merged.records - sum(row["ranked"] for row in rows),
+        failed=result.merged.failed,
         n_forward=sum(row["n_forward"] for row in rows),
         shards_run=len(rows),
-        shards_reused=shards_reused,
-        seconds=time.perf_counter() - started,
-        startup_seconds=startup,
+        shards_reused=result.shards_reused,
+        seconds=result.seconds,
+        startup_seconds=result.startup_seconds,
         strategy=rows[0]["strategy"] if rows else None,
         workers=per_worker(rows, "ranked"),
         usage=usage,

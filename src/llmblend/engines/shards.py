@@ -1,4 +1,5 @@
-"""The shards of a rank job: fixed slices of the input, each finished one in its own file, merged in order.
+"""The shards of a job over a MixInstruct file (rank, eval judge): fixed slices of the input, each
+finished one in its own file, merged in order.
 
 Shard ``k`` holds the pending examples (those OUT lacks, by ``id``) among input positions
 ``[k * size, (k + 1) * size)`` of the first ``limit`` examples. The boundaries depend only on the
@@ -7,7 +8,7 @@ middle of the merge) finds the same shards and redoes only those without a finis
 
 A finished shard is ``OUT.shards/shard-000003.jsonl``: its output records, serialized as the local
 engine appends them. It appears by rename only, so it is whole or absent. ``manifest.json`` beside
-the shards records the settings they were ranked with; a rerun with other settings fails instead
+the shards records the settings they were made with; a rerun with other settings fails instead
 of mixing rankings. The merge appends each shard's records to OUT in input order (one flushed
 write per shard, skipping ids OUT already has) and then removes the folder.
 """
@@ -18,7 +19,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -110,7 +111,7 @@ def prepare_folder(folder: Path, settings: dict[str, Any]) -> None:
     if changed:
         key = changed[0]
         raise LlmblendError(
-            f"{folder} holds shards ranked with other settings ({key}: {before.get(key)!r} then, "
+            f"{folder} holds shards made with other settings ({key}: {before.get(key)!r} then, "
             f"{settings.get(key)!r} now); rerun with the same settings to finish them, or delete {folder} "
             "to start over"
         )
@@ -135,14 +136,25 @@ def write_shard(folder: Path, index: int, text: str) -> Path:
 
 
 class MergeCount(NamedTuple):
-    """Records a merge appended, and how many of them are failed rankings (``error`` set)."""
+    """Records a merge appended, and how many of them failed."""
 
     records: int
     failed: int
 
 
-def merge_shards(folder: Path, shards: Sequence[Shard], out: str | Path) -> MergeCount:
-    """Append each shard's records for its pending ids to ``out``, in shard order.
+def ranking_failed(record: dict[str, Any]) -> bool:
+    """Whether a rank job's output record holds a failed ranking."""
+    return record.get(RANKING_FIELD, {}).get("error") is not None
+
+
+def merge_shards(
+    folder: Path,
+    shards: Sequence[Shard],
+    out: str | Path,
+    failed_record: Callable[[dict[str, Any]], bool] = ranking_failed,
+) -> MergeCount:
+    """Append each shard's records for its pending ids to ``out``, in shard order, counting those
+    ``failed_record`` says failed.
 
     Every shard must be finished. Lines are copied byte for byte, one flushed write per shard, so a
     kill leaves at most one torn last line (which the next run drops).
@@ -158,7 +170,7 @@ def merge_shards(folder: Path, shards: Sequence[Shard], out: str | Path) -> Merg
             record = json.loads(line)
             if record["id"] in wanted:
                 lines.append(line + "\n")
-                failed += record.get(RANKING_FIELD, {}).get("error") is not None
+                failed += failed_record(record)
         if len(lines) != len(wanted):
             raise LlmblendError(f"{path} lacks records of shard {shard.index}; delete it and rerun")
         _append(out, "".join(lines))

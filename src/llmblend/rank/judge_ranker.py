@@ -22,6 +22,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from llmblend.backends.base import Backend
 from llmblend.blend.aio import LoopRunner
-from llmblend.eval.judge import JudgeItem, Judgement, PairwiseJudge
+from llmblend.eval.judge import JudgeItem, Judgement, PairVerdict, PairwiseJudge
 from llmblend.rank.asking import Asking, Orders
 from llmblend.rank.base import PairQuery, rank_items
 from llmblend.rank.budget import Budget, Prices, Spend
@@ -147,6 +148,20 @@ class JudgeRanker:
         backward = [PairQuery(s, y, x) for s, x, y in zip(instructions, a, b, strict=True)]
         scores = self.score_pairs(forward + backward)
         return (scores[: len(forward)] - scores[len(forward) :]) / 2
+
+    def pair_verdicts(self, examples: Sequence[Example]) -> list[list[PairVerdict]]:
+        """Every pair of each example's candidates judged in both orders (GPT-Rank, LLM-Blender §5),
+        each example's pairs ``(i, j)``, ``i < j``, in order; all examples' pairs go to the judge at
+        once. Asked as :meth:`score_metered` asks (the source as one text), so both share the cache."""
+        items = [
+            [
+                JudgeItem(ex.source, "", a.text, b.text, a.model, b.model, ex.id)
+                for a, b in combinations(ex.candidates, 2)
+            ]
+            for ex in examples
+        ]
+        verdicts = iter(self._loop.run(self.judge.judge_pairs([item for group in items for item in group])))
+        return [[next(verdicts) for _ in group] for group in items]
 
     # ---- ranking ----
 
