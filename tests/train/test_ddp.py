@@ -1,11 +1,14 @@
-"""Data-parallel ranker training under torchrun (2 CPU processes, gloo): 2 processes × B pairs take
-the steps 1 process with 2B pairs takes, rank 0 alone writes, and a stopped run resumes exactly."""
+"""Data-parallel training under torchrun (2 CPU processes, gloo): 2 processes × B pairs (or fuser
+examples) take the steps 1 process with 2B takes, rank 0 alone writes, and a stopped run resumes
+exactly."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -19,13 +22,13 @@ if not (torch.distributed.is_available() and torch.distributed.is_gloo_available
 
 from safetensors.torch import load_file  # noqa: E402
 
+from fuser_helpers import write_ranked  # noqa: E402
 from llmblend.errors import LlmblendError  # noqa: E402
 from llmblend.rank.base import PairQuery  # noqa: E402
 from llmblend.train.distributed import (  # noqa: E402
     Launch,
     data_parallel,
     launch_from_env,
-    require_single_process,
     training_device,
 )
 from llmblend.train.losses import logistic_loss  # noqa: E402
@@ -42,8 +45,26 @@ LAUNCHER_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER
 def torchrun(*args: str, cwd: Path) -> str:
     """Run ``args`` (a script, or ``-m module ...``) in 2 processes; their stdout."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += [f"--nproc-per-node={PROCESSES}", *args]
+    return launched([*command, f"--nproc-per-node={PROCESSES}", *args], cwd)
+
+
+def accelerate_launch(*args: str, cwd: Path) -> str:
+    """Run ``args`` in 2 processes with ``accelerate launch`` (no config file); their stdout.
+
+    ``--multi_gpu`` is what starts K processes (through torchrun; on a machine without GPUs they
+    train on the CPU with gloo). ``--cpu`` would start one process, whatever ``--num_processes``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu"]
+    command += ["--num_processes", str(PROCESSES), "--num_machines", "1", "--main_process_port", str(port)]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+    return launched([*command, *args], cwd)
+
+
+def launched(command: list[str], cwd: Path) -> str:
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES} | {"OMP_NUM_THREADS": "1"}
+    env["HF_HOME"] = str(cwd / "hf-home")  # accelerate reads its default config from there: none
     done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -94,14 +115,21 @@ def still_bert(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return folder
 
 
-def test_two_processes_take_the_steps_of_one_with_the_doubled_batch(tmp_path: Path, still_bert: Path) -> None:
-    """`torchrun -m llmblend train ranker` with 2 × 4 pairs ends with the weights, losses and
-    accuracies of one process with 8; only rank 0 reports and writes."""
+LAUNCHERS = ["torchrun"] + (["accelerate"] if importlib.util.find_spec("accelerate") else [])
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_processes_take_the_steps_of_one_with_the_doubled_batch(
+    tmp_path: Path, still_bert: Path, launcher: str
+) -> None:
+    """`torchrun -m llmblend train ranker` (or `accelerate launch`) with 2 × 4 pairs ends with the
+    weights, losses and accuracies of one process with 8; only rank 0 reports and writes."""
     # 19 pairs: each epoch is 8, 8 and 3 pairs, the 3 split 2 and 1 (losses weighted 4/3 and 2/3)
     ddp = small_run(tmp_path, still_bert, 19, dropout=0.0, output_dir=str(tmp_path / "ddp"))
     yaml_file = tmp_path / "ranker.yaml"
     yaml_file.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in asdict(ddp).items() if v is not None))
-    stdout = torchrun("-m", "llmblend", "train", "ranker", str(yaml_file), cwd=tmp_path)
+    launch = torchrun if launcher == "torchrun" else accelerate_launch
+    stdout = launch("-m", "llmblend", "train", "ranker", str(yaml_file), cwd=tmp_path)
     one = train_ranker(replace(ddp, batch_size=PROCESSES * PER_PROCESS, output_dir=str(tmp_path / "one")))
     assert not torch.distributed.is_initialized()  # one process joins no group
 
@@ -171,8 +199,6 @@ def test_launch_settings_are_read_and_bad_ones_named(monkeypatch: pytest.MonkeyP
     assert training_device("cuda", Launch(3, 4, 1)) == "cuda:1"
     with pytest.raises(LlmblendError, match=r"device 'cuda:0' names one GPU.*set device: cuda"):
         training_device("cuda:0", Launch(0, 2, 0))
-    with pytest.raises(LlmblendError, match="train fuser does not train data-parallel yet"):
-        require_single_process("llmblend train fuser", {"WORLD_SIZE": "2", "RANK": "1"})
     for name, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("MASTER_ADDR", raising=False)
@@ -181,3 +207,68 @@ def test_launch_settings_are_read_and_bad_ones_named(monkeypatch: pytest.MonkeyP
         data_parallel("cpu"),
     ):
         pass
+
+
+def fuser_settings(folder: Path, base: Path, **overrides) -> dict:
+    """3 steps of 2 micro-batches of 4 examples (2 × 2 in 2 processes) over 13 records, so that an
+    epoch ends in a micro-batch of 1 (the second process runs a stand-in); dev at steps 2 and 3."""
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = dict(
+        train_file=str(write_ranked(folder / "train.jsonl", 13, seed=1)),
+        dev_file=str(write_ranked(folder / "dev.jsonl", 3, seed=9)),
+        base_model=str(base),
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        lr=1e-2,
+        warmup_ratio=0.0,
+        batch_size=2,
+        grad_accum=2,
+        max_steps=3,
+        eval_every=2,
+        save_every=2,
+        dev_limit=3,
+        shuffle_candidates=True,
+        max_source_tokens=160,
+        max_target_tokens=24,
+        max_candidate_tokens=16,
+        max_new_tokens=6,
+        device="cpu",
+    )
+    return settings | overrides
+
+
+def test_fuser_two_processes_take_the_steps_of_one_with_the_doubled_batch(
+    tmp_path: Path, tiny_causal_lm: Path
+) -> None:
+    """`torchrun -m llmblend train fuser` with 2 × 2 examples ends with the LoRA weights, losses and
+    dev scores of one process with 4; only rank 0 reports and writes; one process cannot resume it."""
+    from llmblend.train.fuser import TRAINING_STATE, FuserTrainSettings, train_fuser
+
+    ddp = fuser_settings(tmp_path, tiny_causal_lm, output_dir=str(tmp_path / "ddp"))
+    yaml_file = tmp_path / "fuser.yaml"
+    yaml_file.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in ddp.items()))
+    stdout = torchrun("-m", "llmblend", "train", "fuser", str(yaml_file), cwd=tmp_path)
+    single = FuserTrainSettings(**(ddp | {"batch_size": 4, "output_dir": str(tmp_path / "one")}))
+    one = train_fuser(single)
+
+    assert stdout.count("trained 3 steps") == 1, stdout
+    out = Path(ddp["output_dir"])
+    assert sorted(p.name for p in out.iterdir()) == ["best", "config.yaml", "last", "log.jsonl"]
+    for folder in ("last", "best"):
+        mine = load_file(out / folder / "adapter_model.safetensors")
+        theirs = load_file(one.output_dir / folder / "adapter_model.safetensors")
+        assert mine.keys() == theirs.keys()
+        worst = max((mine[k] - theirs[k]).abs().max().item() for k in mine)
+        assert worst <= 1e-5, f"{folder} adapters differ by up to {worst}"
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    for mine, theirs in zip(records, one.history, strict=True):
+        assert mine["examples"] == theirs["examples"] and len(mine["examples"]) in (8, 5)
+        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
+        assert mine["target_tokens"] == theirs["target_tokens"]
+        assert mine.get("dev_rougeL") == pytest.approx(theirs.get("dev_rougeL"))
+    state = torch.load(out / "last" / TRAINING_STATE, map_location="cpu", weights_only=False)
+    assert (state["step"], state["world_size"], len(state["rank_rng"])) == (3, PROCESSES, PROCESSES)
+    with pytest.raises(LlmblendError, match=r"a run of 2 process\(es\) and this run has 1"):
+        train_fuser(FuserTrainSettings(**(ddp | {"max_steps": 4})))

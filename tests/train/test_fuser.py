@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from fuser_helpers import write_ranked  # noqa: E402
 from llmblend.errors import LlmblendError  # noqa: E402
 from llmblend.fuse.trained import TrainedFuser  # noqa: E402
 from llmblend.train.config import build_config  # noqa: E402
@@ -33,10 +33,6 @@ from llmblend.train.fuser import (  # noqa: E402
     train_fuser,
 )
 
-WORDS = [
-    *("the", "a", "is", "of", "and", "to", "in", "it", "this", "that", "what", "how"),
-    *("one", "two", "three", "four", "five", "name", "city", "code", "paris"),
-]
 _S = FuserTrainSettings(train_file="t", output_dir="o", base_model="b")
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fuser-gemma3-270m-lora.yaml"
 
@@ -47,38 +43,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _words(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n))
-
-
-def write_ranked(path: Path, n: int, seed: int, *, n_candidates: int = 5) -> Path:
-    """Ranked MixInstruct records: candidate i of a record is "cand i ...", ranked in a random order."""
-    rng = random.Random(seed)
-    with path.open("w", encoding="utf-8") as handle:
-        for i in range(n):
-            order = list(range(n_candidates))
-            rng.shuffle(order)
-            record = {
-                "id": f"r{i}",
-                "instruction": f"what is {_words(rng, 3)}?",
-                "input": _words(rng, 2) if i % 2 else "",
-                "output": f"{_words(rng, rng.randint(2, 8))}.",
-                "candidates": [
-                    {"model": f"m{j}", "text": f"cand {j} {_words(rng, rng.randint(1, 6))}"}
-                    for j in range(n_candidates)
-                ],
-                "cmp_results": None,
-                "ranking": {
-                    "ranker": "test",
-                    "strategy": "full",
-                    "order": order,
-                    "scores": [0.0] * n_candidates,
-                },
-            }
-            handle.write(json.dumps(record) + "\n")
-    return path
 
 
 def _settings(tmp_path: Path, base: Path, **overrides) -> FuserTrainSettings:

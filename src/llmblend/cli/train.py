@@ -147,14 +147,25 @@ def train_fuser_command(
     The training file must be ranked first (`llmblend rank`). Rerunning the same command after an
     interruption resumes from OUTPUT_DIR/last; the best adapter on the dev file is kept in
     OUTPUT_DIR/best (else OUTPUT_DIR/final).
+
+    Under torchrun --nproc-per-node K (or accelerate launch) the K processes train one model
+    together: each takes batch_size examples of every micro-batch, so a step sees K × batch_size
+    examples, and rank 0 evaluates on dev and writes OUTPUT_DIR.
     """
     from llmblend.train.config import build_config, parse_assignments
+    from llmblend.train.distributed import launch_from_env
     from llmblend.train.fuser import FuserTrainSettings, train_fuser
 
     with user_errors():
         settings = build_config(FuserTrainSettings, config_file, **parse_assignments(set_ or []))
-        with training_progress("training the fuser") as on_step:
+        main_process = launch_from_env().is_main
+        if not main_process:
+            _quiet_transformers()
+        progress = training_progress("training the fuser") if main_process else nullcontext()
+        with progress as on_step:
             report = train_fuser(settings, progress=on_step)
+    if not main_process:  # under a launcher rank 0 reports for all
+        return
     resumed = f" (resumed at step {report.resumed_from})" if report.resumed_from else ""
     console.print(
         f"trained {report.steps} steps{resumed} in {report.seconds / 60:.1f} min on {report.train_examples} "

@@ -87,15 +87,20 @@ def training_device(device: str | None, launch: Launch) -> str | None:
     return f"cuda:{launch.local_rank}"
 
 
-def require_single_process(what: str, environ: Mapping[str, str] | None = None) -> None:
-    """LlmblendError when this process is one of several a launcher started: for loops (``what``)
-    that cannot train data-parallel yet, rather than K copies writing one output folder."""
-    launch = launch_from_env(environ)
-    if launch.world_size > 1:
-        raise LlmblendError(
-            f"{what} does not train data-parallel yet (WORLD_SIZE={launch.world_size}); run it as one "
-            "process, without torchrun or accelerate launch"
-        )
+def require_same_world_size(checkpoint: object, saved: int, now: int) -> None:
+    """LlmblendError unless ``checkpoint`` was written by as many processes (``saved``) as this run
+    has (``now``): with another number each step's batch (processes × batch_size) would change."""
+    if saved == now:
+        return
+    fix = (
+        "run it as one process"
+        if saved == 1
+        else f"launch {saved} processes (torchrun --nproc-per-node {saved})"
+    )
+    raise LlmblendError(
+        f"{checkpoint} was written by a run of {saved} process(es) and this run has {now}; each step's "
+        f"batch (processes × batch_size) would change. To resume, {fix}; or use another output_dir."
+    )
 
 
 class DataParallel:

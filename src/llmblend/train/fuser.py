@@ -22,6 +22,14 @@ step); rerunning the same command continues from there. With a dev file, every `
 the fuser generates for the first ``dev_limit`` dev records, is scored against their references
 (ROUGE-L, BLEU, ...), and the best by ROUGE-L is kept in ``OUTPUT/best/``; without one the end
 result goes to ``OUTPUT/final/``. ``best/`` and ``final/`` hold only what inference needs.
+
+Data-parallel (``torchrun --nproc-per-node K`` or ``accelerate launch``; see
+:mod:`llmblend.train.distributed`), as ``train ranker`` does it: the run's micro-batches are those of
+one process with ``batch_size`` K·B; process r takes records r, r+K, … of each and weights its
+token-mean loss by K × its target tokens / the micro-batch's, so DDP's average of the K gradients is
+the gradient of one process's loss over the whole micro-batch. Rank 0 alone evaluates on dev (the
+others wait for its scores) and writes ``config.yaml``, ``log.jsonl``, ``best/``, ``final/`` and
+``last/``, whose training state holds every process's RNG; a run resumes only with the same K.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +52,7 @@ from llmblend.fuse.trained import TrainedFuser, portable_spec
 from llmblend.hf_loading import import_ml, import_peft, load_lm, pick_device, set_threads
 from llmblend.train.checkpoints import normalise, truncate_log, write_text
 from llmblend.train.config import config_to_yaml, setting
-from llmblend.train.distributed import require_single_process
+from llmblend.train.distributed import DataParallel, data_parallel, require_same_world_size
 from llmblend.train.fuser_data import (
     FuserRecord,
     causal_batch,
@@ -145,7 +153,7 @@ class FuserTrainSettings:
     lr: float = setting("peak AdamW learning rate", 2e-4)
     weight_decay: float = setting("AdamW weight decay (not on biases/norms)", 0.0)
     warmup_ratio: float = setting("share of steps spent warming up", 0.03)
-    batch_size: int = setting("examples per micro-batch", 4)
+    batch_size: int = setting("examples per micro-batch (per process under torchrun)", 4)
     grad_accum: int = setting("micro-batches per optimiser step", 1)
     epochs: float = setting("passes over the training records", 1.0)
     max_steps: int | None = setting("stop after this many steps (overrides epochs)", None)
@@ -293,6 +301,9 @@ class FuserTrainer:
         self.out = Path(settings.output_dir)
         self.progress = progress
         self.history: list[dict[str, Any]] = []
+        self.group = DataParallel()
+        #: The run's micro-batches: ``settings``', with ``batch_size`` × the number of processes.
+        self.batches = settings
 
     # ---- set-up ----
 
@@ -371,12 +382,20 @@ class FuserTrainer:
     # ---- the loop ----
 
     def run(self) -> FuserTrainReport:
+        """Join the launcher's process group, if any (:func:`data_parallel`), and train."""
+        s = self.settings
+        with data_parallel(s.device) as group:
+            self.group = group
+            if group.distributed:
+                self.batches = replace(s, batch_size=s.batch_size * group.world_size)
+            return self._train()
+
+    def _train(self) -> FuserTrainReport:
         import torch
 
         from llmblend.eval.metrics import get_metric
 
-        s = self.settings
-        require_single_process("llmblend train fuser")  # not K copies writing one output folder
+        s, group = self.settings, self.group
         started = time.perf_counter()
         set_threads(s.threads)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -385,44 +404,60 @@ class FuserTrainer:
         dev = load_fuser_records(s.dev_file, s.top_k, limit=s.dev_limit)[0] if s.dev_file else None
         metrics = {name: get_metric(name) for name in s.dev_metrics} if dev else {}
         log.info("training a fuser on %d records (%s)", len(train), s.base_model)
-        device = str(pick_device(s.device))
-        steps = total_steps(len(train), s)
+        device = str(pick_device(group.device))
+        steps = total_steps(len(train), self.batches)
         resume = self._last_dir()
         torch.manual_seed(s.seed)
         random.seed(s.seed)
         fuser = self._build(device, resume)
-        model = fuser.model
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer, scheduler = make_optimizer(model, s, steps)
+        params = [p for p in fuser.model.parameters() if p.requires_grad]
+        optimizer, scheduler = make_optimizer(fuser.model, s, steps)
+        if group.distributed:  # each process draws its own dropout (the weights are alike)
+            torch.manual_seed(s.seed + group.rank)
+            random.seed(s.seed + group.rank)
         state = self._resume(resume, optimizer, scheduler)
+        if len(set(group.gather(state["step"]))) > 1:
+            raise LlmblendError(
+                f"the processes found different checkpoints in {self.out}; put output_dir on a file "
+                "system that every process sees"
+            )
         start, best, best_dev = state["step"], state["best"], state["best_dev"]
         self.history = state["history"]
-        write_text(self.out / "config.yaml", config_to_yaml(s))
-        keep_logits = fuser.kind == "causal" and supports_logits_to_keep(model)
-        model.train()
+        if group.is_main:
+            write_text(self.out / "config.yaml", config_to_yaml(s))
+        model = group.wrap(fuser.model)
+        keep_logits = fuser.kind == "causal" and supports_logits_to_keep(fuser.model)
+        fuser.model.train()
         for step in range(start, steps):
-            step_metrics, ids = self._step(fuser, train, step, optimizer, params, keep_logits)
+            step_metrics, ids = self._step(fuser, model, train, step, optimizer, params, keep_logits)
             scheduler.step()
             done = step + 1
+            wrote = False
             if dev is not None and (done % s.eval_every == 0 or done == steps):
-                eval_started = time.perf_counter()
-                scores = evaluate_fuser(inference_copy(fuser, s.dtype), dev, metrics)
-                model.train()
-                step_metrics.update({f"dev_{k}": v for k, v in scores.items()})
-                step_metrics["eval_seconds"] = time.perf_counter() - eval_started
+                scores = self._evaluate(fuser, dev, metrics)
+                step_metrics.update({f"dev_{k}": v for k, v in scores.items() if k != "seconds"})
+                step_metrics["eval_seconds"] = scores["seconds"]
                 if best is None or scores[SELECTION_METRIC] > best:
                     best, best_dev = scores[SELECTION_METRIC], {"step": done, **scores}
-                    fuser.save_pretrained(self.out / BEST)
+                    del best_dev["seconds"]
+                    if group.is_main:
+                        fuser.save_pretrained(self.out / BEST)
                     step_metrics["saved_best"] = 1.0
+                    wrote = True
             self._log(done, step_metrics, ids)
             if done % s.save_every == 0 or done == steps:
                 self._save_checkpoint(fuser, optimizer, scheduler, done, best, best_dev)
+                wrote = True
+            if wrote:
+                group.barrier()  # no process goes on (or stops) while rank 0 is still writing
             if self.progress:
                 self.progress(done, steps, step_metrics)
         if start >= steps:
             log.info("%s already finished %d steps; nothing to do", self.out, steps)
         if dev is None and (start < steps or not (self.out / FINAL).is_dir()):
-            fuser.save_pretrained(self.out / FINAL)
+            if group.is_main:
+                fuser.save_pretrained(self.out / FINAL)
+            group.barrier()
         model_dir = self.out / (BEST if dev is not None and (self.out / BEST).is_dir() else FINAL)
         return FuserTrainReport(
             output_dir=self.out,
@@ -437,37 +472,34 @@ class FuserTrainer:
             seconds=time.perf_counter() - started,
         )
 
-    def _step(self, fuser, train, step: int, optimizer, params, keep_logits: bool):
+    def _step(self, fuser, model, train, step: int, optimizer, params, keep_logits: bool):
+        """One optimiser step. ``model`` is the fuser's model, or under K processes its DDP wrapper;
+        each process runs its share of every micro-batch (:func:`process_share`)."""
         import torch
 
-        s = self.settings
+        s, group = self.settings, self.group
         started = time.perf_counter()
         total_loss, tokens, ids = 0.0, 0, []
-        pad_id = fuser.pad_id
         for micro in range(s.grad_accum):
-            epoch, positions = micro_batch_indices(len(train), s, step * s.grad_accum + micro)
-            rows = []
-            for position in positions:
-                record = train[position]
-                item = fuse_item(record, s, epoch, position)
-                try:
-                    source = fuser.encode(item)
-                except ValueError as exc:
-                    raise LlmblendError(f"training record {record.id!r}: {exc}") from exc
-                rows.append(
-                    (source, target_ids(fuser.tokenizer, fuser.kind, record.target, s.max_target_tokens))
-                )
-                ids.append(record.id)
-            make_batch = causal_batch if fuser.kind == "causal" else seq2seq_batch
-            batch = to_tensors(make_batch(rows, pad_id), fuser.device)
-            with torch.autocast(fuser.device.type, dtype=torch.bfloat16, enabled=s.dtype == "bfloat16"):
-                if fuser.kind == "causal":
-                    loss = causal_loss(fuser.model, batch, keep_logits=keep_logits)
-                else:
-                    loss = seq2seq_loss(fuser.model, batch)
-            (loss / s.grad_accum).backward()
+            epoch, positions = micro_batch_indices(len(train), self.batches, step * s.grad_accum + micro)
+            ids += [train[position].id for position in positions]
+            share, rows = process_share(positions, group.rank, group.world_size)
+            batch = self._batch(fuser, train, epoch, rows)
+            mine = int((batch["labels"] != -100).sum()) if share else 0
+            all_tokens = int(group.sum([mine])[0])
+            with group.accumulating(model, sync=micro == s.grad_accum - 1):
+                with torch.autocast(fuser.device.type, dtype=torch.bfloat16, enabled=s.dtype == "bfloat16"):
+                    if fuser.kind == "causal":
+                        loss = causal_loss(model, batch, keep_logits=keep_logits)
+                    else:
+                        loss = seq2seq_loss(model, batch)
+                if group.distributed:  # DDP averages the K gradients: weigh by this share's tokens
+                    loss = loss * (group.world_size * mine / max(1, all_tokens))
+                (loss / s.grad_accum).backward()
             total_loss += float(loss.item()) / s.grad_accum
-            tokens += int((batch["labels"] != -100).sum())
+            tokens += all_tokens
+        if group.distributed:  # the weighted losses of the K processes average to the batch's loss
+            total_loss = group.sum([total_loss])[0] / group.world_size
         grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -480,11 +512,38 @@ class FuserTrainer:
         }
         return metrics, ids
 
+    def _batch(self, fuser, train, epoch: int, positions: Sequence[int]) -> dict[str, Any]:
+        """The padded tensors of the records at ``positions`` (inputs and labels, on the device)."""
+        s = self.settings
+        rows = []
+        for position in positions:
+            record = train[position]
+            item = fuse_item(record, s, epoch, position)
+            try:
+                source = fuser.encode(item)
+            except ValueError as exc:
+                raise LlmblendError(f"training record {record.id!r}: {exc}") from exc
+            rows.append((source, target_ids(fuser.tokenizer, fuser.kind, record.target, s.max_target_tokens)))
+        make_batch = causal_batch if fuser.kind == "causal" else seq2seq_batch
+        return to_tensors(make_batch(rows, fuser.pad_id), fuser.device)
+
+    def _evaluate(self, fuser, dev, metrics) -> dict[str, float]:
+        """:func:`evaluate_fuser` on a merged copy, plus its ``seconds``; under K processes rank 0
+        evaluates and the others receive its scores."""
+        scores = None
+        if self.group.is_main:
+            started = time.perf_counter()
+            scores = evaluate_fuser(inference_copy(fuser, self.settings.dtype), dev, metrics)
+            scores["seconds"] = time.perf_counter() - started
+            fuser.model.train()
+        return self.group.gather(scores)[0]
+
     def _log(self, step: int, metrics: dict[str, float], ids: list[str]) -> None:
         record = {"step": step, **{k: round(v, 6) for k, v in metrics.items()}, "examples": ids}
         self.history.append(record)
-        with open(self.out / "log.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.group.is_main:
+            with open(self.out / "log.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
 
     # ---- checkpoints ----
 
@@ -494,6 +553,9 @@ class FuserTrainer:
 
         from llmblend.folders import replace_folder
 
+        states = self.group.gather(rng_state())
+        if not self.group.is_main:
+            return
         state = {
             "step": step,
             "best": best,
@@ -501,11 +563,11 @@ class FuserTrainer:
             "history": self.history,
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-            "python_rng": random.getstate(),
-            "numpy_rng": np.random.get_state(),
+            **states[0],
+            "world_size": self.group.world_size,
         }
+        if self.group.distributed:
+            state["rank_rng"] = states
         staging = Path(tempfile.mkdtemp(prefix=f".{LAST}.", dir=self.out))
         try:
             fuser.write_into(staging)
@@ -517,20 +579,52 @@ class FuserTrainer:
     def _resume(self, resume: Path | None, optimizer, scheduler) -> dict[str, Any]:
         import torch
 
+        group = self.group
         if resume is None:
-            (self.out / "log.jsonl").unlink(missing_ok=True)
+            if group.is_main:
+                (self.out / "log.jsonl").unlink(missing_ok=True)
             return {"step": 0, "best": None, "best_dev": None, "history": []}
         state = torch.load(resume / TRAINING_STATE, map_location="cpu", weights_only=False)
+        require_same_world_size(resume / TRAINING_STATE, state.get("world_size", 1), group.world_size)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        random.setstate(state["python_rng"])
-        np.random.set_state(state["numpy_rng"])
-        truncate_log(self.out / "log.jsonl", state["step"])
+        restore_rng(state["rank_rng"][group.rank] if group.distributed else state)
+        if group.is_main:
+            truncate_log(self.out / "log.jsonl", state["step"])
         log.info("resuming %s from step %d", self.out, state["step"])
         return state
+
+
+def process_share(positions: Sequence[int], rank: int, world_size: int) -> tuple[list[int], list[int]]:
+    """Process ``rank``'s part of a micro-batch's record ``positions``: ``(share, rows)``. ``share`` is
+    every ``world_size``-th position from ``rank``; ``rows`` what the process runs forward: ``share``,
+    or the first position when ``share`` is empty (a short last micro-batch), so that it still joins
+    DDP's gradient all-reduce (its loss then weighs 0)."""
+    share = list(positions[rank::world_size])
+    return share, share or list(positions[:1])
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random state: torch (and CUDA's), python, numpy."""
+    import torch
+
+    return {
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "python_rng": random.getstate(),
+        "numpy_rng": np.random.get_state(),
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Set the random state :func:`rng_state` returned."""
+    import torch
+
+    torch.set_rng_state(state["torch_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    random.setstate(state["python_rng"])
+    np.random.set_state(state["numpy_rng"])
 
 
 def make_optimizer(model, settings: FuserTrainSettings, steps: int):

@@ -42,7 +42,7 @@ from llmblend.rank.encoding import to_device
 from llmblend.rank.registry import resolve_target
 from llmblend.train.checkpoints import normalise, truncate_log, write_text
 from llmblend.train.config import config_to_yaml, setting
-from llmblend.train.distributed import DataParallel, data_parallel
+from llmblend.train.distributed import DataParallel, data_parallel, require_same_world_size
 from llmblend.train.losses import LOSSES, get_loss
 from llmblend.train.pairs import LabelledPair, PairSet, load_pairs
 
@@ -598,7 +598,7 @@ class RankerTrainer:
                 (self.out / "log.jsonl").unlink(missing_ok=True)
             return {"step": 0, "best": None, "history": []}
         state = torch.load(path, map_location="cpu", weights_only=False)
-        self._check_world_size(state.get("world_size", 1))
+        require_same_world_size(path, state.get("world_size", 1), group.world_size)
         ranker.module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -607,23 +607,6 @@ class RankerTrainer:
             truncate_log(self.out / "log.jsonl", state["step"])
         log.info("resuming %s from step %d", self.out, state["step"])
         return state
-
-    def _check_world_size(self, saved: int) -> None:
-        """LlmblendError unless the checkpoint was written by as many processes as this run has: with
-        another number each step's batch (processes × batch_size) would change."""
-        now = self.group.world_size
-        if saved == now:
-            return
-        fix = (
-            "run it as one process"
-            if saved == 1
-            else f"launch {saved} processes (torchrun --nproc-per-node {saved})"
-        )
-        raise LlmblendError(
-            f"{self.out / CHECKPOINT} was written by a run of {saved} process(es) and this run has {now}; "
-            f"each step's batch (processes × batch_size) would change. To resume, {fix}; or use "
-            "another --output-dir."
-        )
 
 
 def train_ranker(config: RankerTrainConfig, *, on_step: StepCallback | None = None) -> TrainResult:
