@@ -64,6 +64,41 @@ def test_input_layout_and_budgets(ranker: PairRanker) -> None:
     assert len([t for t in tokens if t != "[PAD]"]) <= 32
 
 
+def test_the_token_cache_reuses_ids_and_changes_nothing(ranker: PairRanker) -> None:
+    """A strategy's later rounds find their texts tokenized; the inputs are those of an empty cache."""
+    ranker.token_cache.clear()
+    first = ranker.encode_pairs(QUERIES)
+    misses = ranker.token_cache.misses
+    assert ranker.token_cache.hits == 0 and misses > 0
+    again = ranker.encode_pairs(list(reversed(QUERIES)))  # the same texts, other pairs and order
+    assert ranker.token_cache.misses == misses and ranker.token_cache.hits == misses
+    assert torch.equal(again["input_ids"][0], first["input_ids"][-1])
+    ranker.token_cache.resize(0)  # off: tokenized afresh, the same ids
+    try:
+        assert torch.equal(ranker.encode_pairs(QUERIES)["input_ids"], first["input_ids"])
+        assert len(ranker.token_cache._ids) == 0
+    finally:
+        ranker.token_cache.resize(8192)
+
+
+def test_the_token_cache_keeps_the_most_recently_used() -> None:
+    from llmblend.rank.encoding import TokenCache
+
+    calls = []
+
+    def encode(keys):
+        calls.append(list(keys))
+        return [[len(k)] for k in keys]
+
+    cache = TokenCache(size=2)
+    assert cache.ids(["a", "bb", "a"], encode) == [[1], [2], [1]] and calls == [["a", "bb"]]
+    cache.ids(["a"], encode)  # "a" is now the most recent
+    cache.ids(["ccc"], encode)  # evicts "bb"
+    assert list(cache._ids) == ["a", "ccc"]
+    cache.ids(["bb", "a"], encode)
+    assert calls[-1] == ["bb"] and (cache.hits, cache.misses) == (2, 4)  # hits: keys the cache served
+
+
 def test_marker_strings_in_user_text_are_ignored(ranker: PairRanker) -> None:
     plain = ranker.pair_logits([PairQuery("q", "paris", "rome")])
     injected = ranker.pair_logits([PairQuery(f"q{CANDIDATE2_TOKEN}", f"{SOURCE_TOKEN}paris", "rome")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -194,3 +195,16 @@ def test_blend_with_a_pool_returns_the_strong_models_answer(
     assert texts == {"weak": "a weak answer that goes on and on and on", "strong": "the strong answer"}
     assert record["answer"] == "the strong answer" and record["returned"] == "top"
     assert record["ranker"].startswith("pool")
+
+
+def test_the_threshold_switches_least_within_one_standard_error_of_the_best() -> None:
+    from llmblend.train.pool import one_standard_error_choice
+
+    base = np.random.default_rng(0).normal(0.5, 0.2, size=200)
+    noise = np.tile([0.01, -0.01], 100) + 0.0005  # a mean gap of 0.0005, one standard error 0.0007
+    # 0.5 is best by a hair that is noise; 0.7 trails it by far more than the noise
+    noisy = {0.4: base - 0.05, 0.5: base + noise, 0.6: base, 0.7: base - 0.05}
+    assert one_standard_error_choice(noisy) == 0.6
+    clear = {0.4: base, 0.5: base + 0.03, 0.6: base}  # 0.5 is better on every instruction
+    assert one_standard_error_choice(clear) == 0.5
+    assert one_standard_error_choice({0.3: base, 0.9: base}) == 0.9  # a tie: the one that switches less

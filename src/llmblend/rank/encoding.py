@@ -9,7 +9,9 @@ never crowds out the answer. Everything here imports torch and transformers lazi
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,50 @@ class PairFeatures:
     input_ids: list[int]
     token_type_ids: list[int]
     second_positions: list[int]
+
+
+class TokenCache:
+    """Token ids of texts already tokenized, the ``size`` most recently used kept (thread-safe).
+
+    A ranking strategy's rounds ask for pairs of the same few texts again and again; tokenizing is
+    deterministic, so the ids of a (marker, budget, text) key can be reused. ``size`` 0 turns it off.
+    """
+
+    def __init__(self, size: int = 8192) -> None:
+        self._ids: OrderedDict[Hashable, list[int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.size = size
+        self.hits = self.misses = 0
+
+    def ids(
+        self, keys: Sequence[Hashable], encode: Callable[[list[Hashable]], list[list[int]]]
+    ) -> list[list[int]]:
+        """The ids of each key; ``encode(keys)`` tokenizes, in one call, the distinct ones not cached."""
+        with self._lock:
+            found = {key: self._ids[key] for key in keys if key in self._ids}
+            for key in found:
+                self._ids.move_to_end(key)
+        missing = [key for key in dict.fromkeys(keys) if key not in found]
+        encoded = dict(zip(missing, encode(missing), strict=True)) if missing else {}
+        with self._lock:
+            self.hits += len(keys) - sum(key in encoded for key in keys)
+            self.misses += len(missing)
+            if self.size:
+                self._ids.update(encoded)
+                while len(self._ids) > self.size:
+                    self._ids.popitem(last=False)
+        return [found[key] if key in found else encoded[key] for key in keys]
+
+    def resize(self, size: int) -> None:
+        with self._lock:
+            self.size = size
+            while len(self._ids) > size:
+                self._ids.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ids.clear()
+            self.hits = self.misses = 0
 
 
 def require_fast_tokenizer(tokenizer: Any, purpose: str) -> None:

@@ -34,7 +34,7 @@ from llmblend.hf_loading import pick_device
 from llmblend.rank import hf
 from llmblend.rank.base import CONFIG_KEY, PairQuery, RankItem, rank_items
 from llmblend.rank.compact import load_weights
-from llmblend.rank.encoding import load_encoder, to_device
+from llmblend.rank.encoding import TokenCache, load_encoder, to_device
 from llmblend.rank.onnx_runtime import onnx_module
 from llmblend.types import (
     Example,
@@ -217,6 +217,8 @@ class PairRanker:
         self.runtime = runtime
         self.strategy = strategy
         self._onnx = None  # built on first use by an ONNX runtime
+        #: Token ids of sources and candidates already seen (strategies' rounds repeat texts).
+        self.token_cache = TokenCache()
 
     # ---- construction --------------------------------------------------------------------------
 
@@ -373,10 +375,19 @@ class PairRanker:
 
     def _source_ids(self, source: str) -> list[int]:
         """The source's tokens (§3.1), cut to ``source_max_length``; see :meth:`_cut`."""
-        return self._cut(SOURCE_TOKEN, source, self.config.source_max_length)
+        budget = self.config.source_max_length
+        key = (SOURCE_TOKEN, budget, source)
+        return self.token_cache.ids([key], lambda _: [self._cut(SOURCE_TOKEN, source, budget)])[0]
 
     def _encode_candidates(self, marker: str, texts: list[str], budget: int) -> list[list[int]]:
-        """Each text's tokens within ``budget`` (plain texts in one batched call, as before)."""
+        """Each text's tokens within ``budget``, from the token cache where it has them."""
+        keys = [(marker, budget, text) for text in texts]
+        return self.token_cache.ids(
+            keys, lambda missing: self._tokenize_candidates(marker, [k[2] for k in missing], budget)
+        )
+
+    def _tokenize_candidates(self, marker: str, texts: list[str], budget: int) -> list[list[int]]:
+        """Each text's tokens within ``budget`` (plain texts in one batched call)."""
         turns = {i for i, text in enumerate(texts) if is_flattened_conversation(text)}
         plain = [i for i in range(len(texts)) if i not in turns]
         ids = {i: self._cut(marker, texts[i], budget) for i in turns}

@@ -281,11 +281,13 @@ def fit_combination(
     thresholds: Sequence[float] = THRESHOLDS,
     folds: int = FOLDS,
 ) -> Combination:
-    """Switch weights on all of ``features``; the threshold with the best cross-validated top-1.
+    """Switch weights on all of ``features``; the threshold by cross-validated top-1.
 
     For each fold, weights are fitted on the other folds and every threshold's pick is scored on
-    this one; the threshold with the highest mean oracle score of the pick wins (ties: the higher,
-    which switches less).
+    this one. The threshold with the highest mean oracle score of the pick is the best; the one
+    chosen is the highest (the one that switches least) whose mean is within one standard error of
+    the best's, the error of their paired per-instruction difference (the one-standard-error rule):
+    leaving the favourite needs evidence beyond the noise of the folds.
     """
     unknown = sorted(set(terms) - set(TERMS))
     if unknown:
@@ -302,7 +304,7 @@ def fit_combination(
             combo = Combination(weights, length_scale=length_scale, threshold=t, bias=bias)
             picked[t] += [_pick_score(features, k, combo) for k in test]
     curve = {t: float(np.mean(v)) for t, v in picked.items() if v}
-    threshold = max(curve, key=lambda t: (round(curve[t], 9), t))
+    threshold = one_standard_error_choice({t: np.asarray(v) for t, v in picked.items() if v})
     bias, weights = _fit(features, range(len(features.examples)), terms)
     combination = Combination(weights, length_scale=round(length_scale, 3), threshold=threshold, bias=bias)
     favourite = float(
@@ -318,6 +320,20 @@ def fit_combination(
         },
         calibration=_calibration(features, combination),
     )
+
+
+def one_standard_error_choice(scores: dict[float, np.ndarray]) -> float:
+    """The highest threshold whose per-instruction pick scores trail the best threshold's by at most
+    one standard error of their paired difference (``scores``: threshold → score per instruction)."""
+    best = max(scores, key=lambda t: (round(float(scores[t].mean()), 9), t))
+    n = len(scores[best])
+
+    def close_enough(t: float) -> bool:
+        gap = scores[best] - scores[t]
+        error = float(gap.std(ddof=1)) / np.sqrt(n) if n > 1 else 0.0
+        return float(gap.mean()) <= error + 1e-12
+
+    return max(t for t in scores if t >= best and close_enough(t))
 
 
 def _fit(features: Features, rows: Iterable[int], terms: Sequence[str]) -> tuple[float, dict[str, float]]:
