@@ -84,7 +84,7 @@ def driver_planning(source: Path, shard_size: int = 64) -> tuple[int, float, flo
     tracemalloc.start()
     started = time.perf_counter()
     plan = plan_shards(source, source.with_name("nothing-yet.jsonl"), shard_size)
-    texts = [shard.input_text() for shard in plan.shards]
+    texts = [shard.data for shard in plan.shards]
     seconds = time.perf_counter() - started
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

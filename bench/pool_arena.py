@@ -60,6 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("build/pool-arena.md"))
+    parser.add_argument("--threshold-rule", default="best", help="best or one-se (llmblend train pool)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="pool-arena-"))
     convert("arena-bench", args.data_dir, folder / "arena.jsonl")
@@ -80,7 +81,10 @@ def main() -> None:
         write_mixinstruct(halves[fit], train_file)
         write_mixinstruct(halves[test], test_file)
         pool_file = folder / f"pool{fit}.json"
-        train_pool_file([train_file], pool_file, settings=PoolSettings(oracle=ORACLE), embed=embed)
+        settings = PoolSettings(oracle=ORACLE)
+        train_pool_file(
+            [train_file], pool_file, settings=settings, embed=embed, threshold_rule=args.threshold_rule
+        )
         pool = PoolModel.load(pool_file)
         rankings = PoolRanker(pool, None, embed=embed).rank(halves[test])
         models = sorted({c.model for ex in halves[test] for c in ex.candidates})

@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("build/pool-bench"))
     parser.add_argument("--out", type=Path, default=Path("build/pool-selection.md"))
     parser.add_argument("--plot", type=Path, default=Path("build/pool-selection.png"))
+    parser.add_argument("--threshold-rule", default="best", help="best or one-se (llmblend train pool)")
     args = parser.parse_args()
 
     from llmblend.rank.pairranker import PairRanker
@@ -189,7 +190,9 @@ def main() -> None:
         pool = fit_pool_from(data, settings)
         for name, terms in ABLATIONS.items():
             label = f"{name}{' (per category)' if categories else ''}"
-            combo = fit_combination(features, terms, length_scale=length_scale)
+            combo = fit_combination(
+                features, terms, length_scale=length_scale, threshold_rule=args.threshold_rule
+            )
             combos[label] = combo
             cv[label] = combo.fitted_on["cv_top1_by_threshold"][str(combo.threshold)]
             terms_dev = dev_terms(dev, pool, combo, settings, embeddings)
@@ -206,7 +209,9 @@ def main() -> None:
             matrices=[matrices[ex.id] for ex in h],
         )
         label = f"all free terms + ranker, calibrated on H{' (per category)' if categories else ''}"
-        combo = fit_combination(h_features, (*FREE, "ranker"), length_scale=length_scale)
+        combo = fit_combination(
+            h_features, (*FREE, "ranker"), length_scale=length_scale, threshold_rule=args.threshold_rule
+        )
         combos[label] = combo
         terms_dev = dev_terms(dev, pool, combo, settings, embeddings, matrices)
         rankings[label] = rank_with_pool(dev, terms_dev, combo, scorer, strategy="pool-seeded")

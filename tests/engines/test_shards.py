@@ -77,14 +77,14 @@ def local_output(source: Path, tmp_path: Path) -> bytes:
 
 def test_boundaries_follow_input_positions_not_what_out_holds(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
-    assert [s.ids for s in plan_shards(source, out, 4).shards] == [
+    assert [list(s.ids) for s in plan_shards(source, out, 4).shards] == [
         [f"ex/{i}" for i in range(0, 4)],
         [f"ex/{i}" for i in range(4, 8)],
         ["ex/8", "ex/9"],
     ]
     append_jsonl(out, [{"id": "ex/1"}, {"id": "ex/4"}, {"id": "ex/5"}, {"id": "ex/6"}, {"id": "ex/7"}])
     plan = plan_shards(source, out, 4, limit=9)
-    assert [(s.index, s.ids) for s in plan.shards] == [(0, ["ex/0", "ex/2", "ex/3"]), (2, ["ex/8"])]
+    assert [(s.index, list(s.ids)) for s in plan.shards] == [(0, ["ex/0", "ex/2", "ex/3"]), (2, ["ex/8"])]
     assert (plan.already_done, plan.pending) == (5, 4)
 
 
@@ -124,3 +124,15 @@ def test_the_manifest_refuses_other_settings(tmp_path: Path) -> None:
     assert not list(folder.glob(".*.tmp"))  # a killed run's temporary file is gone
     with pytest.raises(LlmblendError, match=r"shard_size: 4 then, 8 now.*delete"):
         prepare_folder(folder, {"shard_size": 8, "strategy": None})
+
+
+def test_a_shard_holds_its_examples_as_utf8_jsonl(tmp_path: Path) -> None:
+    """The driver keeps bytes, not parsed examples; a worker reads back exactly the examples."""
+    from llmblend.engines.shards import Shard
+
+    examples = [
+        Example("e/1", "Quelle ville ? 🙂", candidates=[Candidate("m", "Paris 🗼"), Candidate("n", "Rome")])
+    ]
+    shard = Shard.of(3, examples)
+    assert isinstance(shard.data, bytes) and shard.ids == ("e/1",)
+    assert shard.examples == examples

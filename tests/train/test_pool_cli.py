@@ -52,6 +52,21 @@ def test_train_pool_cross_fits_then_rank_uses_it(files: dict[str, Path], tmp_pat
     fitted = combination["fitted_on"]
     assert fitted["examples"] == 480 and fitted["source"] == "cross-fitted on the training files"
     assert str(combination["threshold"]) in fitted["cv_top1_by_threshold"]
+    best = max(fitted["cv_top1_by_threshold"].values())
+    assert fitted["threshold_rule"] == "best"
+    assert fitted["cv_top1_by_threshold"][str(combination["threshold"])] == best
+
+    conservative = tmp_path / "one-se.json"
+    result = invoke(
+        *args[:-1], conservative, "--terms", "pool,length,rel_length", "--threshold-rule", "one-se"
+    )
+    assert result.exit_code == 0, result.output
+    chosen = PoolModel.load(conservative).combination
+    assert (
+        chosen["fitted_on"]["threshold_rule"] == "one-se" and chosen["threshold"] >= combination["threshold"]
+    )
+    result = invoke(*args, "--threshold-rule", "strict")
+    assert result.exit_code != 0 and "unknown threshold rule 'strict'" in result.output
 
     ranked = tmp_path / "ranked.jsonl"
     result = invoke("rank", files["dev"], "--out", ranked, "--pool", pool_file)

@@ -268,6 +268,14 @@ def train_pool_command(
             "judge:MODELS.yaml: each verdict is a comparison. Nothing is asked.",
         ),
     ] = None,
+    threshold_rule: Annotated[
+        str,
+        typer.Option(
+            help="How the switching threshold is chosen from its cross-validated top-1: best (the "
+            "highest), or one-se (the highest threshold within one standard error of the best: "
+            "fewer switches, closer to always answering with the strongest model)."
+        ),
+    ] = "best",
 ) -> None:
     """Fit the pool model: Bradley-Terry strengths of the source models, and when to trust a challenger
     over the pool's favourite.
@@ -295,6 +303,7 @@ def train_pool_command(
                 calibrate=calibrate,
                 model=model,
                 progress=start,
+                threshold_rule=threshold_rule,
             )
     top = sorted(pool.strengths, key=lambda m: -pool.strengths[m])[:3]
     combination = pool.combination or {}

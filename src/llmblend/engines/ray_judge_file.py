@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from llmblend.data.jsonl import dumps
-from llmblend.data.mixinstruct import example_from_record
 from llmblend.engines.limiter import attach_limits
 from llmblend.engines.ray_session import RayOptions, WorkerStats, batch_rows, per_worker, worker_label
 from llmblend.engines.shard_job import ShardJob, ShardJobResult, run_shard_job
+from llmblend.engines.shards import examples_of
 from llmblend.eval.judge import JudgeUsage
 from llmblend.eval.judge_file import judge_failed, judge_label, judged_chunks, usage_since
 
@@ -72,9 +72,7 @@ class ShardJudge:
 
     def judge_shard(self, row: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        examples = [
-            example_from_record(json.loads(line)) for line in str(row["examples"]).split("\n") if line
-        ]
+        examples = examples_of(row["examples"])
         before = JudgeUsage(**asdict(self.judge.judge.usage))
         lines: list[str] = []
         failed = 0

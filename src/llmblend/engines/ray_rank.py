@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from llmblend.data.jsonl import dumps
-from llmblend.data.mixinstruct import example_from_record
 from llmblend.engines.limiter import attach_limits
 from llmblend.engines.ray_session import RayOptions, WorkerStats, batch_rows, per_worker, worker_label
 from llmblend.engines.recipe import RankerRecipe, judge_backends_of
 from llmblend.engines.shard_job import ShardJob, ShardJobResult, run_shard_job
+from llmblend.engines.shards import examples_of
 from llmblend.rank.rank_file import add_usage, ranked_chunks
 from llmblend.types import Example, Ranking
 
@@ -111,8 +111,7 @@ class ShardRanker:
 
     def rank_shard(self, row: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        text = str(row["examples"])
-        examples = [example_from_record(json.loads(line)) for line in text.split("\n") if line.strip()]
+        examples = examples_of(row["examples"])
         lines: list[str] = []
         failed = n_forward = 0
         usage: dict[str, Any] | None = None

@@ -90,7 +90,7 @@ def run_shard_job(
         options = options.fit(len(todo))
         with ray_session(options.address, options.cpus_needed) as startup:
             kwargs = {**job.actor_kwargs, "limits": start_limits(job.backends)}
-            inputs = [{"shard": shard.index, "examples": shard.input_text()} for shard in todo]
+            inputs = [{"shard": shard.index, "examples": shard.data} for shard in todo]
             for row in map_shards(inputs, job.actor, kwargs, job.columns, options):
                 write_shard(folder, row.pop("shard"), row.pop("records"))
                 rows.append(row)  # the statistics only: records go to disk, not into memory

@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: The pool-seeded thresholds tried (cross-validated top-1 picks one).
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9)
+#: How the threshold is chosen from the cross-validated top-1 of each: ``best``, the highest mean;
+#: ``one-se``, the highest threshold within one standard error of it (switches less).
+THRESHOLD_RULES = ("best", "one-se")
 DEFAULT_TERMS = ("pool", "length", "rel_length", "pool_consensus")
 FOLDS = 5
 
@@ -280,15 +283,18 @@ def fit_combination(
     length_scale: float,
     thresholds: Sequence[float] = THRESHOLDS,
     folds: int = FOLDS,
+    threshold_rule: str = "best",
 ) -> Combination:
     """Switch weights on all of ``features``; the threshold by cross-validated top-1.
 
     For each fold, weights are fitted on the other folds and every threshold's pick is scored on
-    this one. The threshold with the highest mean oracle score of the pick is the best; the one
-    chosen is the highest (the one that switches least) whose mean is within one standard error of
-    the best's, the error of their paired per-instruction difference (the one-standard-error rule):
-    leaving the favourite needs evidence beyond the noise of the folds.
+    this one. ``threshold_rule`` ``best`` takes the threshold with the highest mean oracle score of
+    the pick (ties: the higher, which switches less); ``one-se`` the highest whose mean is within
+    one standard error of the best's (:func:`one_standard_error_choice`): leaving the favourite
+    then needs evidence beyond the noise of the folds.
     """
+    if threshold_rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {threshold_rule!r}; known: {', '.join(THRESHOLD_RULES)}")
     unknown = sorted(set(terms) - set(TERMS))
     if unknown:
         raise ValueError(f"unknown term {unknown[0]!r}; known: {', '.join(TERMS)}")
@@ -304,7 +310,10 @@ def fit_combination(
             combo = Combination(weights, length_scale=length_scale, threshold=t, bias=bias)
             picked[t] += [_pick_score(features, k, combo) for k in test]
     curve = {t: float(np.mean(v)) for t, v in picked.items() if v}
-    threshold = one_standard_error_choice({t: np.asarray(v) for t, v in picked.items() if v})
+    if threshold_rule == "one-se":
+        threshold = one_standard_error_choice({t: np.asarray(v) for t, v in picked.items() if v})
+    else:
+        threshold = max(curve, key=lambda t: (round(curve[t], 9), t))
     bias, weights = _fit(features, range(len(features.examples)), terms)
     combination = Combination(weights, length_scale=round(length_scale, 3), threshold=threshold, bias=bias)
     favourite = float(
@@ -316,6 +325,7 @@ def fit_combination(
             "examples": len(features.examples),
             "folds": folds,
             "cv_top1_by_threshold": {str(t): round(v, 6) for t, v in curve.items()},
+            "threshold_rule": threshold_rule,
             "favourite_top1": round(favourite, 6),
         },
         calibration=_calibration(features, combination),
@@ -417,6 +427,7 @@ def train_pool_file(
     model: str | None = None,
     embed: Callable[[Sequence[str]], np.ndarray] | None = None,
     progress: ProgressStart | None = None,
+    threshold_rule: str = "best",
 ) -> PoolModel:
     """What ``llmblend train pool`` does: strengths from ``files``, the combination cross-fitted on
     them (or, with ``calibrate``, on those examples with the ranker ``model``); writes ``out``.
@@ -451,7 +462,7 @@ def train_pool_file(
             data, settings, calibrate, terms, model, length_scale, embed, progress
         )
         source = f"calibrated on {Path(calibrate).name} (ranker: {model or 'default'})"
-    combination = fit_combination(features, terms, length_scale=length_scale)
+    combination = fit_combination(features, terms, length_scale=length_scale, threshold_rule=threshold_rule)
     combination = replace(combination, fitted_on={**combination.fitted_on, "source": source})
     pool = pool.with_combination(combination.to_dict())
     pool.save(out)
