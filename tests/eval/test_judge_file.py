@@ -152,3 +152,16 @@ def test_bad_arguments_get_clear_errors(scripted_server, tmp_path: Path) -> None
     result = invoke(data, "--judge", config, "--shard-size", "2")
     assert result.exit_code != 0 and "only with --engine ray" in result.output
     assert scripted_server.requests == []
+
+
+def test_a_judge_that_decides_nothing_says_so(scripted_server, tmp_path: Path) -> None:
+    config, data = write_files(tmp_path, scripted_server.base_url, examples=2)
+    scripted_server.script([("say", "[[C]]")] * 2 * CALLS_PER_EXAMPLE)  # a tie every time
+    out = tmp_path / "judged.jsonl"
+    result = invoke(data, "--judge", config, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert all(r[JUDGE_FIELD]["decided"] == 0 and r["cmp_results"] is None for r in records(out))
+    assert "no pair of its 1 examples with verdicts was decided by both" in result.output
+    assert re.search(r"strong\s*│\s*2\s*│\s*2\.00\s*│\s*0\s*│\s*0\s*│\s*0\s*│\s*-", result.output), (
+        result.output
+    )

@@ -93,13 +93,8 @@ def eval_judge(
             _judge_on_ray(judge, file, out, chunk_size, limit, ray_options)
         summary = _summary(out)
     console.print(rich_table(_standing_cells(summary), f"{out}: {summary.examples} examples judged"))
-    if summary.recorded_pairs:
-        console.print(
-            f"agreement with FILE's cmp_results: {summary.agreement:.3f} of {summary.recorded_pairs} pairs "
-            "both decided",
-            highlight=False,
-            markup=False,
-        )
+    if summary.recorded_examples:
+        console.print(_agreement_line(summary), highlight=False, markup=False)
 
 
 def _judge_locally(spec: str, file: Path, out: Path, chunk_size: int, limit: int | None) -> None:
@@ -123,7 +118,7 @@ def _judge_locally(spec: str, file: Path, out: Path, chunk_size: int, limit: int
             on_chunk=on_chunk,
         )
     console.print(
-        f"judged {report.judged} examples in {report.seconds:.1f} s ({report.examples_per_second:.2f} "
+        f"judged {report.judged} examples in {report.seconds:.1f} s ({report.examples_per_second:.3g} "
         f"examples/s); {_usage_text(report.usage)}; {report.already_done} were already done, "
         f"{report.failed} with a failed pair; output: {out}",
         highlight=False,
@@ -142,12 +137,25 @@ def _judge_on_ray(
     console.print(ray_workers_table(report.workers, report.judged_now, report.seconds, "Ray workers"))
     console.print(
         f"judged {report.judged_now} examples on Ray in {report.seconds:.1f} s "
-        f"({report.records_per_second:.2f} records/s; {report.startup_seconds:.1f} s joining Ray); "
+        f"({report.records_per_second:.3g} records/s; {report.startup_seconds:.1f} s joining Ray); "
         f"{_usage_text(report.usage)}; {report.shards_run} shards judged now, {report.shards_reused} "
         f"({report.reused} records) from an earlier run; {report.already_done} were already done, "
         f"{report.failed} with a failed pair; output: {out}",
         highlight=False,
         markup=False,
+    )
+
+
+def _agreement_line(summary: JudgedSummary) -> str:
+    """How often the judge agreed with the verdicts FILE already had (MixInstruct's cmp_results)."""
+    if not summary.recorded_pairs:
+        return (
+            f"agreement with FILE's cmp_results: no pair of its {summary.recorded_examples} examples "
+            "with verdicts was decided by both"
+        )
+    return (
+        f"agreement with FILE's cmp_results: {summary.agreement:.3f} of {summary.recorded_pairs} pairs "
+        "both decided"
     )
 
 
@@ -175,7 +183,7 @@ def _standing_cells(summary: JudgedSummary) -> tuple[list[str], list[list[str]]]
             str(s.wins),
             str(s.losses),
             str(s.ties),
-            f"{s.win_rate:.3f}",
+            "-" if s.wins + s.losses == 0 else f"{s.win_rate:.3f}",
         ]
         for name, s in summary.models.items()
     ]

@@ -181,11 +181,12 @@ class ModelStanding:
 @dataclass(slots=True)
 class JudgedSummary:
     """A judged file (:func:`summarize`): every model's standing, best first, and the judge's
-    agreement with the verdicts the input already had."""
+    agreement with the verdicts the input already had (on ``recorded_examples`` examples)."""
 
     examples: int = 0
     failed: int = 0
     models: dict[str, ModelStanding] = field(default_factory=dict)
+    recorded_examples: int = 0
     recorded_pairs: int = 0
     recorded_agreed: int = 0
 
@@ -203,6 +204,7 @@ def summarize(path: str | Path) -> JudgedSummary:
         summary.examples += 1
         summary.failed += counts.get("errors", 0) > 0
         recorded = counts.get("recorded") or {}
+        summary.recorded_examples += "recorded" in counts
         summary.recorded_pairs += recorded.get("pairs", 0)
         summary.recorded_agreed += recorded.get("agreed", 0)
         _add_standings(standings, example_from_record(record))
