@@ -434,12 +434,11 @@ class FuserTrainer:
             done = step + 1
             wrote = False
             if dev is not None and (done % s.eval_every == 0 or done == steps):
-                scores = self._evaluate(fuser, dev, metrics)
-                step_metrics.update({f"dev_{k}": v for k, v in scores.items() if k != "seconds"})
-                step_metrics["eval_seconds"] = scores["seconds"]
+                scores, seconds = self._evaluate(fuser, dev, metrics)
+                step_metrics.update({f"dev_{k}": v for k, v in scores.items()})
+                step_metrics["eval_seconds"] = seconds
                 if best is None or scores[SELECTION_METRIC] > best:
                     best, best_dev = scores[SELECTION_METRIC], {"step": done, **scores}
-                    del best_dev["seconds"]
                     if group.is_main:
                         fuser.save_pretrained(self.out / BEST)
                     step_metrics["saved_best"] = 1.0
@@ -527,16 +526,16 @@ class FuserTrainer:
         make_batch = causal_batch if fuser.kind == "causal" else seq2seq_batch
         return to_tensors(make_batch(rows, fuser.pad_id), fuser.device)
 
-    def _evaluate(self, fuser, dev, metrics) -> dict[str, float]:
-        """:func:`evaluate_fuser` on a merged copy, plus its ``seconds``; under K processes rank 0
-        evaluates and the others receive its scores."""
-        scores = None
+    def _evaluate(self, fuser, dev, metrics) -> tuple[dict[str, float], float]:
+        """:func:`evaluate_fuser` on a merged copy, and the seconds it took; under K processes rank 0
+        evaluates and the others receive its result."""
+        result = None
         if self.group.is_main:
             started = time.perf_counter()
             scores = evaluate_fuser(inference_copy(fuser, self.settings.dtype), dev, metrics)
-            scores["seconds"] = time.perf_counter() - started
             fuser.model.train()
-        return self.group.gather(scores)[0]
+            result = (scores, time.perf_counter() - started)
+        return self.group.gather(result)[0]
 
     def _log(self, step: int, metrics: dict[str, float], ids: list[str]) -> None:
         record = {"step": step, **{k: round(v, 6) for k, v in metrics.items()}, "examples": ids}
