@@ -6,6 +6,20 @@ import json
 import random
 from pathlib import Path
 
+#: A tiny LoRA run: small budgets, a high learning rate, no warmup, no LoRA dropout, on the CPU.
+SMALL_LORA_RUN = dict(
+    lora_r=4,
+    lora_alpha=8,
+    lora_dropout=0.0,
+    lr=1e-2,
+    warmup_ratio=0.0,
+    max_source_tokens=160,
+    max_target_tokens=24,
+    max_candidate_tokens=16,
+    max_new_tokens=6,
+    device="cpu",
+)
+
 WORDS = [
     *("the", "a", "is", "of", "and", "to", "in", "it", "this", "that", "what", "how"),
     *("one", "two", "three", "four", "five", "name", "city", "code", "paris"),

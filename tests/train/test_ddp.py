@@ -22,7 +22,7 @@ if not (torch.distributed.is_available() and torch.distributed.is_gloo_available
 
 from safetensors.torch import load_file  # noqa: E402
 
-from fuser_helpers import write_ranked  # noqa: E402
+from fuser_helpers import SMALL_LORA_RUN, write_ranked  # noqa: E402
 from llmblend.errors import LlmblendError  # noqa: E402
 from llmblend.rank.base import PairQuery  # noqa: E402
 from llmblend.train.distributed import (  # noqa: E402
@@ -217,11 +217,6 @@ def fuser_settings(folder: Path, base: Path, **overrides) -> dict:
         train_file=str(write_ranked(folder / "train.jsonl", 13, seed=1)),
         dev_file=str(write_ranked(folder / "dev.jsonl", 3, seed=9)),
         base_model=str(base),
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        lr=1e-2,
-        warmup_ratio=0.0,
         batch_size=2,
         grad_accum=2,
         max_steps=3,
@@ -229,11 +224,7 @@ def fuser_settings(folder: Path, base: Path, **overrides) -> dict:
         save_every=2,
         dev_limit=3,
         shuffle_candidates=True,
-        max_source_tokens=160,
-        max_target_tokens=24,
-        max_candidate_tokens=16,
-        max_new_tokens=6,
-        device="cpu",
+        **SMALL_LORA_RUN,
     )
     return settings | overrides
 

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from fuser_helpers import write_ranked  # noqa: E402
+from fuser_helpers import SMALL_LORA_RUN, write_ranked  # noqa: E402
 from llmblend.errors import LlmblendError  # noqa: E402
 from llmblend.fuse.trained import TrainedFuser  # noqa: E402
 from llmblend.train.config import build_config  # noqa: E402
@@ -51,17 +51,8 @@ def _settings(tmp_path: Path, base: Path, **overrides) -> FuserTrainSettings:
         train_file=str(write_ranked(tmp_path / "train.jsonl", 12, seed=1)),
         output_dir=str(tmp_path / "run"),
         base_model=str(base),
-        lora_r=4,
-        lora_alpha=8,
-        lora_dropout=0.0,
-        lr=1e-2,
-        warmup_ratio=0.0,
         batch_size=3,
-        max_source_tokens=160,
-        max_target_tokens=24,
-        max_candidate_tokens=16,
-        max_new_tokens=6,
-        device="cpu",
+        **SMALL_LORA_RUN,
     )
     values.update(overrides)
     return FuserTrainSettings(**values)

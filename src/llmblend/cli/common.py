@@ -245,6 +245,15 @@ GpusPerWorker = Annotated[
 ]
 
 
+def resumable_output(file: Path, out: Path | None, suffix: str) -> Path:
+    """The OUT a command appends to: ``out``, by default FILE's name with ``.jsonl`` replaced by
+    ``.SUFFIX.jsonl`` beside it; ValueError when it is FILE itself."""
+    out = out or file.with_name(f"{file.name.removesuffix('.jsonl')}.{suffix}.jsonl")
+    if file.resolve() == out.resolve():
+        raise ValueError(f"--out {out} is the input file; choose another path")
+    return out
+
+
 def shard_size_option(unit: str, default: int) -> Any:
     """The --shard-size option of a command whose shards hold ``unit`` (default ``default``)."""
     return Annotated[

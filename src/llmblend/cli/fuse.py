@@ -19,6 +19,7 @@ from llmblend.cli.common import (
     err_console,
     progress_bars,
     ranker_listing,
+    resumable_output,
     user_errors,
 )
 from llmblend.cli.tables import blend_table
@@ -67,8 +68,7 @@ def fuse_command(
     from llmblend.fuse.fuse_file import fuse_file
 
     with user_errors():
-        if file.resolve() == out.resolve():
-            raise ValueError(f"--out {out} is the input file; choose another path")
+        out = resumable_output(file, out, "fused")
         the_fuser = load_fuser(fuser)
         if the_fuser is None:
             raise ValueError("no fuser to run: give --fuser FOLDER or --fuser prompted:models.yaml")

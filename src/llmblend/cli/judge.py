@@ -18,6 +18,7 @@ from llmblend.cli.common import (
     engine_settings,
     err_console,
     progress_bars,
+    resumable_output,
     shard_size_option,
     user_errors,
 )
@@ -75,10 +76,10 @@ def eval_judge(
     --engine ray, Ray workers judge shards of --shard-size examples, the judge's concurrency holds
     for all of them together, and OUT is the same as a local run's.
     """
-    out = out or file.with_name(f"{file.name.removesuffix('.jsonl')}.judged.jsonl")
+    from llmblend.eval.judge_file import summarize
+
     with user_errors():
-        if file.resolve() == out.resolve():
-            raise ValueError(f"--out {out} is the input file; choose another path")
+        out = resumable_output(file, out, "judged")
         ray_options = engine_settings(
             engine,
             address=address,
@@ -91,14 +92,14 @@ def eval_judge(
             _judge_locally(judge, file, out, chunk_size, limit)
         else:
             _judge_on_ray(judge, file, out, chunk_size, limit, ray_options)
-        summary = _summary(out)
+        summary = summarize(out)
     console.print(rich_table(_standing_cells(summary), f"{out}: {summary.examples} examples judged"))
     if summary.recorded_examples:
         console.print(_agreement_line(summary), highlight=False, markup=False)
 
 
 def _judge_locally(spec: str, file: Path, out: Path, chunk_size: int, limit: int | None) -> None:
-    from llmblend.eval.judge_file import judge_file, judge_label
+    from llmblend.eval.judge_file import judge_label, judge_pending
     from llmblend.rank.judge_ranker import judge_from_spec
     from llmblend.rank.rank_file import pending_examples
 
@@ -108,12 +109,12 @@ def _judge_locally(spec: str, file: Path, out: Path, chunk_size: int, limit: int
         err_console.print(f"{out}: {done} examples already judged; judging the {len(todo)} left")
     with progress_bars() as start:
         on_chunk = chunk_progress(start(f"judging ({judge.backend.name})", len(todo)))
-        report = judge_file(
+        report = judge_pending(
             judge,
-            file,
+            todo,
             out,
+            already_done=done,
             judge_label=judge_label(spec),
-            limit=limit,
             chunk_size=chunk_size,
             on_chunk=on_chunk,
         )
@@ -164,12 +165,6 @@ def _usage_text(usage: JudgeUsage) -> str:
         f"judge: {usage.calls} calls ({usage.cached} cached), {usage.prompt_tokens} prompt + "
         f"{usage.completion_tokens} completion tokens, {usage.failures} failures"
     )
-
-
-def _summary(out: Path) -> JudgedSummary:
-    from llmblend.eval.judge_file import summarize
-
-    return summarize(out)
 
 
 def _standing_cells(summary: JudgedSummary) -> tuple[list[str], list[list[str]]]:

@@ -28,6 +28,7 @@ from llmblend.cli.common import (
     load_pair_ranker,
     progress_bars,
     ranker_listing,
+    resumable_output,
     shard_size_option,
     user_errors,
 )
@@ -97,10 +98,8 @@ def rank_command(
     same ranker; finished shards wait in OUT.shards and are merged into OUT in input order, so OUT is
     the same as a local run's. A rerun after an interruption redoes only the unfinished shards.
     """
-    out = out or file.with_name(f"{file.name.removesuffix('.jsonl')}.ranked.jsonl")
     with user_errors():
-        if file.resolve() == out.resolve():
-            raise ValueError(f"--out {out} is the input file; choose another path")
+        out = resumable_output(file, out, "ranked")
         recipe = RankerRecipe(
             ranker_spec, model, runtime, pool, batch_size, max_calls, max_tokens, max_seconds
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -57,6 +57,17 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+def _launched_progress(description: str) -> tuple[bool, AbstractContextManager]:
+    """``(main, progress)`` for a training command: under a launcher only rank 0 (``main``) shows a
+    progress bar and reports; the other processes run quietly (``progress`` then yields None)."""
+    from llmblend.train.distributed import launch_from_env
+
+    main_process = launch_from_env().is_main
+    if not main_process:
+        _quiet_transformers()
+    return main_process, training_progress(description) if main_process else nullcontext()
+
+
 @train_app.command("ranker", epilog=_settings_listing())
 def train_ranker_command(
     config_file: Annotated[
@@ -93,7 +104,6 @@ def train_ranker_command(
     and rank 0 writes OUTPUT_DIR.
     """
     from llmblend.train.config import build_config, parse_assignments
-    from llmblend.train.distributed import launch_from_env
     from llmblend.train.ranker import RankerTrainConfig, train_ranker
 
     with user_errors():
@@ -114,10 +124,7 @@ def train_ranker_command(
         if clash := sorted(k for k in extra if flags.get(k.replace("-", "_")) is not None):
             raise LlmblendError(f"{', '.join(clash)} given both as a flag and with --set; give it once")
         config = build_config(RankerTrainConfig, config_file, **extra, **flags)
-        main_process = launch_from_env().is_main
-        if not main_process:
-            _quiet_transformers()
-        progress = training_progress(f"training {config.architecture}") if main_process else nullcontext()
+        main_process, progress = _launched_progress(f"training {config.architecture}")
         with progress as on_step:
             result = train_ranker(config, on_step=on_step)
     if not main_process:  # under a launcher rank 0 reports for all
@@ -153,15 +160,11 @@ def train_fuser_command(
     examples, and rank 0 evaluates on dev and writes OUTPUT_DIR.
     """
     from llmblend.train.config import build_config, parse_assignments
-    from llmblend.train.distributed import launch_from_env
     from llmblend.train.fuser import FuserTrainSettings, train_fuser
 
     with user_errors():
         settings = build_config(FuserTrainSettings, config_file, **parse_assignments(set_ or []))
-        main_process = launch_from_env().is_main
-        if not main_process:
-            _quiet_transformers()
-        progress = training_progress("training the fuser") if main_process else nullcontext()
+        main_process, progress = _launched_progress("training the fuser")
         with progress as on_step:
             report = train_fuser(settings, progress=on_step)
     if not main_process:  # under a launcher rank 0 reports for all

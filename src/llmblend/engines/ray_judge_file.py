@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from llmblend.engines.ray_session import RayOptions, WorkerStats, batch_rows, pe
 from llmblend.engines.shard_job import ShardJob, ShardJobResult, run_shard_job
 from llmblend.engines.shards import examples_of
 from llmblend.eval.judge import JudgeUsage
-from llmblend.eval.judge_file import judge_failed, judge_label, judged_chunks, usage_since
+from llmblend.eval.judge_file import judge_failed, judge_label, judged_chunks
 
 #: The columns a :class:`ShardJudge` returns, one row per shard.
 RESULT_COLUMNS = ("shard", "records", "worker", "judged", "failed", "seconds", "usage")
@@ -73,7 +73,7 @@ class ShardJudge:
     def judge_shard(self, row: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         examples = examples_of(row["examples"])
-        before = JudgeUsage(**asdict(self.judge.judge.usage))
+        before = replace(self.judge.judge.usage)
         lines: list[str] = []
         failed = 0
         for records in judged_chunks(self.judge, examples, self.chunk_size, self.label):
@@ -86,7 +86,7 @@ class ShardJudge:
             "judged": len(examples),
             "failed": failed,
             "seconds": time.perf_counter() - started,
-            "usage": json.dumps(asdict(usage_since(before, self.judge.judge.usage))),
+            "usage": json.dumps(asdict(self.judge.judge.usage - before)),
         }
 
 
@@ -139,10 +139,7 @@ def judge_file_on_ray(
 
 def _report(result: ShardJobResult) -> RayJudgeReport:
     rows = result.rows
-    usage = JudgeUsage()
-    for row in rows:
-        for name, value in json.loads(row["usage"]).items():
-            setattr(usage, name, getattr(usage, name) + value)
+    usage = sum((JudgeUsage(**json.loads(row["usage"])) for row in rows), JudgeUsage())
     return RayJudgeReport(
         judged=result.merged.records,
         already_done=result.already_done,

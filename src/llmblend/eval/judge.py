@@ -251,6 +251,16 @@ class JudgeUsage:
     failures: int = 0
     unparsed: int = 0
 
+    def __add__(self, other: JudgeUsage) -> JudgeUsage:
+        return JudgeUsage(**{name: getattr(self, name) + getattr(other, name) for name in _USAGE_FIELDS})
+
+    def __sub__(self, other: JudgeUsage) -> JudgeUsage:
+        """What was spent since ``other``, an earlier reading of the same usage."""
+        return JudgeUsage(**{name: getattr(self, name) - getattr(other, name) for name in _USAGE_FIELDS})
+
+
+_USAGE_FIELDS = tuple(JudgeUsage.__dataclass_fields__)
+
 
 def _side(verdict: str, backward: bool) -> Literal["a", "b", "tie"]:
     """Which model a positional verdict favours; in the backward order position A holds ``model_b``."""

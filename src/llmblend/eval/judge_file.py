@@ -133,8 +133,25 @@ def judge_file(
 ) -> JudgeFileReport:
     """Judge the examples of ``source`` (its first ``limit``) that ``out`` lacks and append them to
     ``out``; ``on_chunk(done, total)`` after each chunk is written."""
-    started = time.perf_counter()
     todo, done = pending_examples(source, out, limit)
+    return judge_pending(
+        judge, todo, out, already_done=done, judge_label=judge_label, chunk_size=chunk_size, on_chunk=on_chunk
+    )
+
+
+def judge_pending(
+    judge: JudgeRanker,
+    todo: Sequence[Example],
+    out: str | Path,
+    *,
+    already_done: int,
+    judge_label: str,
+    chunk_size: int = 4,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> JudgeFileReport:
+    """Judge ``todo`` (the examples :func:`~llmblend.rank.rank_file.pending_examples` found) and
+    append them to ``out`` chunk by chunk."""
+    started = time.perf_counter()
     before = replace(judge.judge.usage)
     judged = failed = 0
     for records in judged_chunks(judge, todo, chunk_size, judge_label):
@@ -143,15 +160,8 @@ def judge_file(
         failed += sum(map(judge_failed, records))
         if on_chunk:
             on_chunk(judged, len(todo))
-    return JudgeFileReport(
-        judged, done, failed, usage_since(before, judge.judge.usage), time.perf_counter() - started
-    )
-
-
-def usage_since(before: JudgeUsage, now: JudgeUsage) -> JudgeUsage:
-    """What the judge spent between two readings of its ``usage``."""
-    fields = ("calls", "cached", "prompt_tokens", "completion_tokens", "failures", "unparsed")
-    return JudgeUsage(**{name: getattr(now, name) - getattr(before, name) for name in fields})
+    spent = judge.judge.usage - before
+    return JudgeFileReport(judged, already_done, failed, spent, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------- the summary of a judged file

@@ -473,7 +473,9 @@ class FuserTrainer:
 
     def _step(self, fuser, model, train, step: int, optimizer, params, keep_logits: bool):
         """One optimiser step. ``model`` is the fuser's model, or under K processes its DDP wrapper;
-        each process runs its share of every micro-batch (:func:`process_share`)."""
+        each process runs its share of every micro-batch: every K-th example, or when that is empty
+        (a short last micro-batch) the first one as a stand-in, so that it still joins DDP's
+        gradient all-reduce; its loss then weighs 0."""
         import torch
 
         s, group = self.settings, self.group
@@ -482,8 +484,8 @@ class FuserTrainer:
         for micro in range(s.grad_accum):
             epoch, positions = micro_batch_indices(len(train), self.batches, step * s.grad_accum + micro)
             ids += [train[position].id for position in positions]
-            share, rows = process_share(positions, group.rank, group.world_size)
-            batch = self._batch(fuser, train, epoch, rows)
+            share = group.shard(positions)
+            batch = self._batch(fuser, train, epoch, share or positions[:1])
             mine = int((batch["labels"] != -100).sum()) if share else 0
             all_tokens = int(group.sum([mine])[0])
             with group.accumulating(model, sync=micro == s.grad_accum - 1):
@@ -592,15 +594,6 @@ class FuserTrainer:
             truncate_log(self.out / "log.jsonl", state["step"])
         log.info("resuming %s from step %d", self.out, state["step"])
         return state
-
-
-def process_share(positions: Sequence[int], rank: int, world_size: int) -> tuple[list[int], list[int]]:
-    """Process ``rank``'s part of a micro-batch's record ``positions``: ``(share, rows)``. ``share`` is
-    every ``world_size``-th position from ``rank``; ``rows`` what the process runs forward: ``share``,
-    or the first position when ``share`` is empty (a short last micro-batch), so that it still joins
-    DDP's gradient all-reduce (its loss then weighs 0)."""
-    share = list(positions[rank::world_size])
-    return share, share or list(positions[:1])
 
 
 def rng_state() -> dict[str, Any]:
