@@ -10,9 +10,9 @@ Per worker it also gives pairs (forward passes) per busy second, and, as the CPU
 GPU worker, how many pairs one core tokenizes per second (``PairRanker.encode_pairs``, one thread):
 the two measured inputs of the README's estimate for ranking 1M examples x 16 candidates on GPUs.
 
-The driver's side: how fast it plans the shards of ``--train`` (reads and parses every example,
-serializes each shard) and how much memory it holds per example meanwhile (``--driver-only``
-measures just that).
+The driver's side: how fast it reads ``--train`` into shards (parses every example, serializes
+each shard, puts it into Ray's object store) and how much memory its heap holds per example
+meanwhile, against holding every shard (``--driver-only`` measures just that).
 
 Then Ray's fixed costs with a ranker that costs nothing (``-r longest``; best of 3): starting a
 local Ray (``ray.init``), a whole job of one shard (actor start, Ray Data planning, the merge),
@@ -33,9 +33,9 @@ from pathlib import Path
 
 from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.engines.ray_rank import RayRankReport, rank_file_on_ray
-from llmblend.engines.ray_session import require_ray
+from llmblend.engines.ray_session import put_object, ray_session, require_ray
 from llmblend.engines.recipe import RankerRecipe
-from llmblend.engines.shards import plan_shards
+from llmblend.engines.shards import pending_shards
 from llmblend.rank.base import PairQuery
 from llmblend.rank.pairranker import PairRanker
 from llmblend.rank.rank_file import pending_examples, rank_pending
@@ -77,24 +77,68 @@ def tokenized_pairs_per_second(source: Path, pairs: int = 2000) -> float:
     return len(queries) / (time.perf_counter() - started)
 
 
-def driver_planning(source: Path, shard_size: int = 64) -> tuple[int, float, float]:
-    """Examples planned, examples/s, and KB the driver holds per example (traced peak)."""
+def driver_memory(source: Path, shard_size: int = 64, copies: int = 5) -> tuple[int, float, float, float]:
+    """Examples of the larger input, examples/s the driver reads them into shards at (untraced),
+    and the KB its Python heap keeps per example (traced, on ``source`` and on ``copies`` copies of
+    it with new ids, so Ray's fixed allocations cancel): holding every shard (as the
+    driver did before it streamed), and streaming each into Ray's object store, keeping only ids
+    and references (as it does now)."""
+    larger = _copies(source, copies)
+
+    def hold_all(path: Path) -> list:
+        return list(pending_shards(path, set(), shard_size))
+
+    def stream(path: Path) -> list:
+        return [(shard.key, put_object(shard.data)) for shard in pending_shards(path, set(), shard_size)]
+
+    def growth(build) -> float:
+        (small, n_small), (large, n_large) = (_traced(build, path) for path in (source, larger))
+        return (large - small) / (n_large - n_small) / 1024
+
+    held = growth(hold_all)
+    with ray_session(None):
+        stream(source)  # Ray's first put sets up what every later one reuses
+        streamed = growth(stream)
+        started = time.perf_counter()
+        examples = sum(len(key.ids) for key, _ in stream(larger))
+        seconds = time.perf_counter() - started
+    return examples, examples / seconds, held, streamed
+
+
+def _copies(source: Path, copies: int) -> Path:
+    """``source`` repeated ``copies`` times, each copy's ids suffixed, in a temporary file."""
+    import json
+
+    path = Path(tempfile.mkdtemp(prefix="bench-driver-")) / source.name
+    lines = source.read_text(encoding="utf-8").splitlines()
+    with path.open("w", encoding="utf-8") as handle:
+        for copy in range(copies):
+            for line in lines:
+                record = json.loads(line)
+                record["id"] = f"{record['id']}#{copy}"
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def _traced(build, path: Path) -> tuple[int, int]:
+    """The traced bytes ``build(path)``'s result keeps once built, and how many examples the
+    shards it returns hold."""
     import tracemalloc
 
     tracemalloc.start()
-    started = time.perf_counter()
-    plan = plan_shards(source, source.with_name("nothing-yet.jsonl"), shard_size)
-    texts = [shard.data for shard in plan.shards]
-    seconds = time.perf_counter() - started
-    peak = tracemalloc.get_traced_memory()[1]
+    shards = build(path)
+    kept = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    del texts
-    return plan.pending, plan.pending / seconds, peak / plan.pending / 1024
+    return kept, sum(len(getattr(shard, "ids", None) or shard[0].ids) for shard in shards)
 
 
 def print_driver(train: Path) -> None:
-    examples, rate, kb = driver_planning(train)
-    print(f"driver: planned {examples} examples of {train} at {rate:.0f} examples/s, {kb:.1f} KB held each\n")
+    examples, rate, held, streamed = driver_memory(train)
+    print(
+        f"driver: read {examples} examples ({train} x5) into shards at {rate:.0f} examples/s, putting "
+        f"them into Ray's object store; its heap keeps {streamed:.2f} KB per example (holding "
+        f"every shard: {held:.1f} KB)\n"
+    )
 
 
 def main() -> None:

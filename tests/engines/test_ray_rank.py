@@ -96,17 +96,20 @@ def test_ray_output_is_the_local_output_with_the_shipped_ranker(
     assert "3 shards ranked now" in output and ", 0 failed" in output
 
 
-def test_ray_output_is_the_local_output_with_a_spec_ranker_on_gzip_input(
+def test_ray_output_is_the_local_output_with_a_spec_ranker_on_two_input_files_one_gzip(
     ray_cluster, dev_slice: Path, tmp_path: Path
 ) -> None:
-    compressed = tmp_path / "dev12.jsonl.gz"
-    compressed.write_bytes(gzip.compress(dev_slice.read_bytes()))
+    """FILE... is one input on Ray too: a shard of 5 takes examples from both files."""
+    lines = dev_slice.read_bytes().splitlines(keepends=True)
+    first, compressed = tmp_path / "dev-first7.jsonl", tmp_path / "dev-last5.jsonl.gz"
+    first.write_bytes(b"".join(lines[:7]))
+    compressed.write_bytes(gzip.compress(b"".join(lines[7:])))
     local, ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     rank(str(dev_slice), "--out", str(local), "-r", "longest")
-    rank_on_ray(ray_cluster, str(compressed), "--out", str(ray), "-r", "longest", shard_size=5)
+    rank_on_ray(ray_cluster, str(first), str(compressed), "--out", str(ray), "-r", "longest", shard_size=5)
     assert ray.read_bytes() == local.read_bytes()
     # a second run finds everything done and starts no Ray job
-    again = rank_on_ray(ray_cluster, str(compressed), "--out", str(ray), "-r", "longest")
+    again = rank_on_ray(ray_cluster, str(first), str(compressed), "--out", str(ray), "-r", "longest")
     assert "ranked 0 examples" in again and ray.read_bytes() == local.read_bytes()
 
 

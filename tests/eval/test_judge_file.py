@@ -146,7 +146,7 @@ def test_rank_and_train_pool_reuse_the_judged_verdicts(scripted_server, tmp_path
 def test_bad_arguments_get_clear_errors(scripted_server, tmp_path: Path) -> None:
     config, data = write_files(tmp_path, scripted_server.base_url)
     result = invoke(data, "--judge", config, "--out", data)
-    assert result.exit_code != 0 and "is the input file" in result.output
+    assert result.exit_code != 0 and "is an input file" in result.output
     result = invoke(data, "--judge", f"{config}#nobody", "--out", tmp_path / "o.jsonl")
     assert result.exit_code != 0 and "no backend named 'nobody'" in result.output
     result = invoke(data, "--judge", config, "--shard-size", "2")

@@ -94,7 +94,24 @@ def test_cli_rank_with_a_model_then_resume(source: Path, tmp_path: Path, tiny_ra
 
 def test_cli_rank_refuses_to_overwrite_its_input(source: Path) -> None:
     result = runner.invoke(app, ["rank", str(source), "--out", str(source)])
-    assert result.exit_code == 2 and "is the input file" in result.output
+    assert result.exit_code == 2 and "is an input file" in result.output
+
+
+def test_cli_rank_reads_several_files_as_one_input(source: Path, tmp_path: Path) -> None:
+    """rank A B --out OUT gives what ranking A and B concatenated gives; OUT must be named."""
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(lines[:4]), encoding="utf-8")
+    second.write_text("".join(lines[4:]), encoding="utf-8")
+    out, whole = tmp_path / "two.jsonl", tmp_path / "whole.jsonl"
+    for args in ([str(first), str(second), "--out", str(out)], [str(source), "--out", str(whole)]):
+        result = runner.invoke(app, ["rank", *args, "-r", "longest", "--chunk-size", "3"])
+        assert result.exit_code == 0, result.output
+    assert out.read_bytes() == whole.read_bytes()
+    unnamed = runner.invoke(app, ["rank", str(first), str(second), "-r", "longest"])
+    assert unnamed.exit_code == 2 and "2 input files need --out" in unnamed.output
+    onto_input = runner.invoke(app, ["rank", str(first), str(second), "--out", str(second)])
+    assert onto_input.exit_code == 2 and "is an input file" in onto_input.output
 
 
 def test_cli_compare_prints_winner_and_margin(tiny_ranker_dir: Path) -> None:

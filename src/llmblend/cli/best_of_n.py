@@ -111,7 +111,7 @@ def best_of_n_command(
 
             require_ray("llmblend best-of-n --engine ray")
             workers = RayOptions(**_without_shard_size(ray_options))
-            with ray_session(workers.address, workers.cpus_needed):  # one Ray for both steps
+            with ray_session(workers.address):  # one Ray for both steps
                 generated = generate_on_ray(slots, items, samples, None, what, ray_options)
                 report = _rank_on_ray(ranker, samples, out, strategy, ray_options)
     console.print(

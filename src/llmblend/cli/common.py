@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -245,12 +245,28 @@ GpusPerWorker = Annotated[
 ]
 
 
-def resumable_output(file: Path, out: Path | None, suffix: str) -> Path:
-    """The OUT a command appends to: ``out``, by default FILE's name with ``.jsonl`` replaced by
-    ``.SUFFIX.jsonl`` beside it; ValueError when it is FILE itself."""
-    out = out or file.with_name(f"{file.name.removesuffix('.jsonl')}.{suffix}.jsonl")
-    if file.resolve() == out.resolve():
-        raise ValueError(f"--out {out} is the input file; choose another path")
+def input_files_argument(verb: str) -> Any:
+    """FILE...: the MixInstruct files a command ``verb``s, read one after another as one input."""
+    return Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...",
+            help=f"MixInstruct JSONL files (.xz/.gz too; candidates need no scores), {verb} in order as "
+            "one input: ids must be unique across them.",
+        ),
+    ]
+
+
+def resumable_output(files: Sequence[Path], out: Path | None, suffix: str) -> Path:
+    """The OUT a command appends to: ``out``, by default the one input file's name with ``.jsonl``
+    replaced by ``.SUFFIX.jsonl`` beside it; ValueError when it is an input file, or when several
+    inputs leave it unnamed."""
+    if out is None:
+        if len(files) > 1:
+            raise ValueError(f"{len(files)} input files need --out: name the file they all go to")
+        out = files[0].with_name(f"{files[0].name.removesuffix('.jsonl')}.{suffix}.jsonl")
+    if any(file.resolve() == out.resolve() for file in files):
+        raise ValueError(f"--out {out} is an input file; choose another path")
     return out
 
 

@@ -68,7 +68,7 @@ def fuse_command(
     from llmblend.fuse.fuse_file import fuse_file
 
     with user_errors():
-        out = resumable_output(file, out, "fused")
+        out = resumable_output([file], out, "fused")
         the_fuser = load_fuser(fuser)
         if the_fuser is None:
             raise ValueError("no fuser to run: give --fuser FOLDER or --fuser prompted:models.yaml")

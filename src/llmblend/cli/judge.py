@@ -17,6 +17,7 @@ from llmblend.cli.common import (
     console,
     engine_settings,
     err_console,
+    input_files_argument,
     progress_bars,
     resumable_output,
     shard_size_option,
@@ -30,11 +31,12 @@ if TYPE_CHECKING:
     from llmblend.eval.judge_file import JudgedSummary
 
 ShardSize = shard_size_option("examples", 16)
+InputFiles = input_files_argument("judged")
 
 
 @eval_app.command("judge")
 def eval_judge(
-    file: Annotated[Path, typer.Argument(help="A MixInstruct JSONL file (candidates need no scores).")],
+    files: InputFiles,
     judge: Annotated[
         str,
         typer.Option(
@@ -46,14 +48,15 @@ def eval_judge(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Where the judged records go (appended; rerun to resume). Default: FILE.judged.jsonl."
+            help="Where the judged records go (appended; rerun to resume). Default: FILE.judged.jsonl "
+            "(one FILE)."
         ),
     ] = None,
     chunk_size: Annotated[
         int, typer.Option(min=1, help="Examples whose pairs go to the judge (and to OUT) together.")
     ] = 4,
     limit: Annotated[
-        int | None, typer.Option(min=1, help="Judge only the first N examples of FILE (default: all).")
+        int | None, typer.Option(min=1, help="Judge only the first N examples (default: all).")
     ] = None,
     engine: EngineOption = "local",
     address: AddressOption = None,
@@ -79,7 +82,7 @@ def eval_judge(
     from llmblend.eval.judge_file import summarize
 
     with user_errors():
-        out = resumable_output(file, out, "judged")
+        out = resumable_output(files, out, "judged")
         ray_options = engine_settings(
             engine,
             address=address,
@@ -89,22 +92,22 @@ def eval_judge(
             shard_size=shard_size,
         )
         if ray_options is None:
-            _judge_locally(judge, file, out, chunk_size, limit)
+            _judge_locally(judge, files, out, chunk_size, limit)
         else:
-            _judge_on_ray(judge, file, out, chunk_size, limit, ray_options)
+            _judge_on_ray(judge, files, out, chunk_size, limit, ray_options)
         summary = summarize(out)
     console.print(rich_table(_standing_cells(summary), f"{out}: {summary.examples} examples judged"))
     if summary.recorded_examples:
         console.print(_agreement_line(summary), highlight=False, markup=False)
 
 
-def _judge_locally(spec: str, file: Path, out: Path, chunk_size: int, limit: int | None) -> None:
+def _judge_locally(spec: str, files: list[Path], out: Path, chunk_size: int, limit: int | None) -> None:
     from llmblend.eval.judge_file import judge_label, judge_pending
     from llmblend.rank.judge_ranker import judge_from_spec
     from llmblend.rank.rank_file import pending_examples
 
     judge, _ = judge_from_spec(spec)
-    todo, done = pending_examples(file, out, limit)
+    todo, done = pending_examples(files, out, limit)
     if done:
         err_console.print(f"{out}: {done} examples already judged; judging the {len(todo)} left")
     with progress_bars() as start:
@@ -128,13 +131,13 @@ def _judge_locally(spec: str, file: Path, out: Path, chunk_size: int, limit: int
 
 
 def _judge_on_ray(
-    spec: str, file: Path, out: Path, chunk_size: int, limit: int | None, options: dict
+    spec: str, files: list[Path], out: Path, chunk_size: int, limit: int | None, options: dict
 ) -> None:
     from llmblend.engines.ray_judge_file import judge_file_on_ray
     from llmblend.engines.ray_session import require_ray
 
     require_ray("llmblend eval judge --engine ray")
-    report = judge_file_on_ray(spec, file, out, chunk_size=chunk_size, limit=limit, **options)
+    report = judge_file_on_ray(spec, files, out, chunk_size=chunk_size, limit=limit, **options)
     console.print(ray_workers_table(report.workers, report.judged_now, report.seconds, "Ray workers"))
     console.print(
         f"judged {report.judged_now} examples on Ray in {report.seconds:.1f} s "

@@ -25,6 +25,7 @@ from llmblend.cli.common import (
     console,
     engine_settings,
     err_console,
+    input_files_argument,
     load_pair_ranker,
     progress_bars,
     ranker_listing,
@@ -39,15 +40,17 @@ if TYPE_CHECKING:
     from llmblend.engines.ray_rank import RayRankReport
 
 ShardSize = shard_size_option("examples", 64)
+InputFiles = input_files_argument("ranked")
 
 
 @app.command("rank", epilog=ranker_listing())
 def rank_command(
-    file: Annotated[Path, typer.Argument(help="A MixInstruct JSONL file (candidates need no scores).")],
+    files: InputFiles,
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Where the ranked records go (appended; rerun to resume). Default: FILE.ranked.jsonl."
+            help="Where the ranked records go (appended; rerun to resume). Default: FILE.ranked.jsonl "
+            "(one FILE).",
         ),
     ] = None,
     ranker_spec: RankerOption = None,
@@ -70,7 +73,7 @@ def rank_command(
         int, typer.Option(min=1, help="Examples ranked (and written to OUT) together.")
     ] = 16,
     limit: Annotated[
-        int | None, typer.Option(min=1, help="Rank only the first N examples of FILE (default: all).")
+        int | None, typer.Option(min=1, help="Rank only the first N examples (default: all).")
     ] = None,
     engine: EngineOption = "local",
     address: AddressOption = None,
@@ -99,7 +102,7 @@ def rank_command(
     the same as a local run's. A rerun after an interruption redoes only the unfinished shards.
     """
     with user_errors():
-        out = resumable_output(file, out, "ranked")
+        out = resumable_output(files, out, "ranked")
         recipe = RankerRecipe(
             ranker_spec, model, runtime, pool, batch_size, max_calls, max_tokens, max_seconds
         )
@@ -112,17 +115,22 @@ def rank_command(
             shard_size=shard_size,
         )
         if ray_options is None:
-            _rank_locally(recipe, file, out, strategy, chunk_size, limit)
+            _rank_locally(recipe, files, out, strategy, chunk_size, limit)
         else:
-            _rank_on_ray(recipe, file, out, strategy, chunk_size, limit, ray_options)
+            _rank_on_ray(recipe, files, out, strategy, chunk_size, limit, ray_options)
 
 
 def _rank_locally(
-    recipe: RankerRecipe, file: Path, out: Path, strategy: str | None, chunk_size: int, limit: int | None
+    recipe: RankerRecipe,
+    files: list[Path],
+    out: Path,
+    strategy: str | None,
+    chunk_size: int,
+    limit: int | None,
 ) -> None:
     from llmblend.rank.rank_file import pending_examples, rank_pending
 
-    todo, done = pending_examples(file, out, limit)
+    todo, done = pending_examples(files, out, limit)
     if done:
         err_console.print(f"{out}: {done} examples already ranked; ranking the {len(todo)} left")
     ranker, label = recipe.build()
@@ -147,7 +155,7 @@ def _rank_locally(
 
 def _rank_on_ray(
     recipe: RankerRecipe,
-    file: Path,
+    files: list[Path],
     out: Path,
     strategy: str | None,
     chunk_size: int,
@@ -159,7 +167,7 @@ def _rank_on_ray(
 
     require_ray("llmblend rank --engine ray")
     report = rank_file_on_ray(
-        recipe, file, out, strategy=strategy, chunk_size=chunk_size, limit=limit, **options
+        recipe, files, out, strategy=strategy, chunk_size=chunk_size, limit=limit, **options
     )
     title = f"Ray workers (strategy {report.strategy or '-'})"
     console.print(ray_workers_table(report.workers, report.ranked_now, report.seconds, title))

@@ -11,11 +11,14 @@ import json
 import lzma
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from llmblend.errors import DataFormatError, DataNotFoundError, DataProblem
+
+#: One file, or several read one after another as if they were one (a sharded input).
+Sources = str | Path | Sequence[str | Path]
 
 #: A record checker returns (field, message) for each problem it finds; empty when the record is good.
 FieldProblem = tuple[str | None, str]
@@ -79,19 +82,29 @@ def _line_problems(
     return record, problems
 
 
+def source_paths(sources: Sources) -> list[Path]:
+    """The files of ``sources``, in order; ValueError for none."""
+    paths = [Path(sources)] if isinstance(sources, str | Path) else [Path(path) for path in sources]
+    if not paths:
+        raise ValueError("no input file given")
+    return paths
+
+
 def iter_checked_records(
-    path: str | Path, check: RecordCheck, unique_key: str | None = "id"
+    sources: Sources, check: RecordCheck, unique_key: str | None = "id"
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, record) for records that pass ``check``; raise on the first bad one.
 
+    Several files are read in order as one: ``unique_key`` must be unique across all of them.
     Streams: memory grows only with the set of ``unique_key`` values seen.
     """
     seen: set[str] = set()
-    for number, line in iter_lines(path):
-        record, problems = _line_problems(path, number, line, check, seen, unique_key)
-        if problems:
-            raise DataFormatError(problems[0], more=len(problems) - 1)
-        yield number, record
+    for path in source_paths(sources):
+        for number, line in iter_lines(path):
+            record, problems = _line_problems(path, number, line, check, seen, unique_key)
+            if problems:
+                raise DataFormatError(problems[0], more=len(problems) - 1)
+            yield number, record
 
 
 def collect_problems(

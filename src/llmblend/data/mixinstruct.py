@@ -22,6 +22,7 @@ from typing import Any
 from llmblend.data.jsonl import (
     FieldChecker,
     FieldProblem,
+    Sources,
     collect_problems,
     iter_checked_records,
     short,
@@ -197,12 +198,13 @@ def record_from_example(example: Example) -> dict[str, Any]:
 # ---------------------------------------------------------------- files
 
 
-def read_mixinstruct(path: str | Path) -> Iterator[Example]:
-    """Stream the examples of a MixInstruct JSONL file (``.xz``/``.gz`` too).
+def read_mixinstruct(sources: Sources) -> Iterator[Example]:
+    """Stream the examples of a MixInstruct JSONL file (``.xz``/``.gz`` too), or of several files
+    one after another (ids unique across them).
 
     Raises :class:`DataFormatError` naming file, line and field at the first bad record.
     """
-    for _, record in iter_checked_records(path, check_record):
+    for _, record in iter_checked_records(sources, check_record):
         yield example_from_record(record)
 
 

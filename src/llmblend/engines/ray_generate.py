@@ -47,6 +47,7 @@ from llmblend.engines.ray_session import (
     RayOptions,
     WorkerStats,
     batch_rows,
+    check_cpus,
     map_shards,
     per_worker,
     ray_session,
@@ -185,8 +186,9 @@ def _run(
 ) -> None:
     """Map the shards, appending each one's records to OUT as it comes back."""
     rows = []
-    with ray_session(options.address, options.cpus_needed) as startup:
+    with ray_session(options.address) as startup:
         report.startup_seconds = startup
+        check_cpus(options)
         limits = start_limits(slot.backend for slot in slots)
         actor_kwargs = {**actor_kwargs, "limits": limits}
         for row in map_shards(shards, ShardGenerator, actor_kwargs, RESULT_COLUMNS, options):

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from llmblend.data.jsonl import dumps
+from llmblend.data.jsonl import Sources, dumps
 from llmblend.engines.limiter import attach_limits
 from llmblend.engines.ray_session import RayOptions, WorkerStats, batch_rows, per_worker, worker_label
 from llmblend.engines.shard_job import ShardJob, ShardJobResult, run_shard_job
-from llmblend.engines.shards import examples_of
+from llmblend.engines.shards import examples_of, source_setting
 from llmblend.eval.judge import JudgeUsage
 from llmblend.eval.judge_file import judge_failed, judge_label, judged_chunks
 
@@ -92,7 +92,7 @@ class ShardJudge:
 
 def judge_file_on_ray(
     spec: str,
-    source: str | Path,
+    source: Sources,
     out: str | Path,
     *,
     shard_size: int = 16,
@@ -124,7 +124,7 @@ def judge_file_on_ray(
         {"spec": spec, "chunk_size": chunk_size},
         RESULT_COLUMNS,
         {
-            "source": str(Path(source).resolve()),
+            "source": source_setting(source),
             "shard_size": shard_size,
             "judge": spec,
             "prompt": settings.prompt,

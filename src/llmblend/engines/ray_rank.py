@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmblend.data.jsonl import dumps
+from llmblend.data.jsonl import Sources, dumps
 from llmblend.engines.limiter import attach_limits
 from llmblend.engines.ray_session import RayOptions, WorkerStats, batch_rows, per_worker, worker_label
 from llmblend.engines.recipe import RankerRecipe, judge_backends_of
 from llmblend.engines.shard_job import ShardJob, ShardJobResult, run_shard_job
-from llmblend.engines.shards import examples_of
+from llmblend.engines.shards import examples_of, source_setting
 from llmblend.rank.rank_file import add_usage, ranked_chunks
 from llmblend.types import Example, Ranking
 
@@ -142,7 +142,7 @@ class ShardRanker:
 
 def rank_file_on_ray(
     recipe: RankerRecipe,
-    source: str | Path,
+    source: Sources,
     out: str | Path,
     *,
     strategy: str | None = None,
@@ -186,10 +186,10 @@ def rank_file_on_ray(
 
 
 def _settings(
-    recipe: RankerRecipe, source: str | Path, shard_size: int, strategy: str | None, annotate: Annotate | None
+    recipe: RankerRecipe, source: Sources, shard_size: int, strategy: str | None, annotate: Annotate | None
 ) -> dict:
     settings = {
-        "source": str(Path(source).resolve()),
+        "source": source_setting(source),
         "shard_size": shard_size,
         "strategy": strategy,
         "recipe": recipe.settings(),

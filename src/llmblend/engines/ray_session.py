@@ -63,7 +63,7 @@ class RayOptions:
 
 
 @contextmanager
-def ray_session(address: str | None, cpus_needed: float) -> Iterator[float]:
+def ray_session(address: str | None) -> Iterator[float]:
     """Join Ray (``address``), start a local one (None), or use the one this process already joined;
     yields the seconds that took, and shuts Ray down afterwards only if this call connected."""
     ray = require_ray()
@@ -82,21 +82,31 @@ def ray_session(address: str | None, cpus_needed: float) -> Iterator[float]:
                 "(RAY_AUTH_TOKEN, or ~/.ray/auth_token); one without needs neither"
             ) from None
     try:
-        _check_cpus(ray, address, cpus_needed)
         yield time.perf_counter() - started
     finally:
         if owned:
             ray.shutdown()
 
 
-def _check_cpus(ray: Any, address: str | None, cpus_needed: float) -> None:
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if cpus >= cpus_needed:
+def check_cpus(options: RayOptions) -> None:
+    """ValueError when the Ray this process joined (a local one) has too few CPUs for the workers;
+    a warning when a cluster has (its workers wait until it grows)."""
+    cpus = require_ray().cluster_resources().get("CPU", 0)
+    if cpus >= options.cpus_needed:
         return
-    message = f"--num-workers needs {cpus_needed:g} CPUs (one per worker) and this Ray cluster has {cpus:g}"
-    if address is None:
+    message = (
+        f"--num-workers {options.num_workers} needs {options.cpus_needed:g} CPUs "
+        f"({options.cpus_per_worker:g} per worker) and this Ray cluster has {cpus:g}"
+    )
+    if options.address is None:
         raise ValueError(f"{message}: lower --num-workers")
     log.warning("%s: workers wait until the cluster grows", message)
+
+
+def put_object(data: Any) -> Any:
+    """``data`` in Ray's object store (which spills to disk when full): a reference a row carries
+    instead of the data, resolved when the worker reads the row."""
+    return require_ray().put(data)
 
 
 def map_shards(
@@ -189,5 +199,10 @@ def _gist(exc: Exception) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A numpy scalar from Ray Data as the plain Python value."""
+    """A numpy scalar from Ray Data as the plain Python value; a reference (:func:`put_object`) as
+    the value it refers to."""
+    import ray
+
+    if isinstance(value, ray.ObjectRef):
+        return ray.get(value)
     return value.item() if hasattr(value, "item") else value

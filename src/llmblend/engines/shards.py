@@ -1,8 +1,10 @@
-"""The shards of a job over a MixInstruct file (rank, eval judge): fixed slices of the input, each
+"""The shards of a job over MixInstruct files (rank, eval judge): fixed slices of the input, each
 finished one in its own file, merged in order.
 
 Shard ``k`` holds the pending examples (those OUT lacks, by ``id``) among input positions
-``[k * size, (k + 1) * size)`` of the first ``limit`` examples. The boundaries depend only on the
+``[k * size, (k + 1) * size)`` of the first ``limit`` examples (several input files count as one,
+in order). :func:`pending_shards` streams them: the driver never holds more than one shard's
+examples. The boundaries depend only on the
 input order and the shard size, never on what OUT holds, so a rerun after a kill (even one in the
 middle of the merge) finds the same shards and redoes only those without a finished file.
 
@@ -19,13 +21,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from llmblend.data.jsonl import dumps, resume_jsonl
+from llmblend.data.jsonl import Sources, dumps, source_paths
 from llmblend.data.mixinstruct import example_from_record, read_mixinstruct, record_from_example
 from llmblend.errors import LlmblendError
 from llmblend.rank.rank_file import RANKING_FIELD
@@ -34,12 +36,19 @@ from llmblend.types import Example
 MANIFEST = "manifest.json"
 
 
+class ShardIds(NamedTuple):
+    """Which shard, and the ids of its pending examples, in input order (what the merge needs)."""
+
+    index: int
+    ids: tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Shard:
     """The pending examples of one slice of the input, in input order: their ids, and the examples
-    as MixInstruct JSONL in UTF-8, one record a line (what a worker receives). The driver keeps
-    only these bytes, not the parsed examples (nor a str, which takes 4 bytes a character once a
-    text holds an emoji): about a fifth of the memory."""
+    as MixInstruct JSONL in UTF-8, one record a line (what a worker receives). Bytes, not the
+    parsed examples (nor a str, which takes 4 bytes a character once a text holds an emoji): about
+    a fifth of the memory."""
 
     index: int
     ids: tuple[str, ...]
@@ -54,23 +63,15 @@ class Shard:
     def examples(self) -> list[Example]:
         return examples_of(self.data)
 
+    @property
+    def key(self) -> ShardIds:
+        return ShardIds(self.index, self.ids)
+
 
 def examples_of(data: bytes | str) -> list[Example]:
     """The examples of a shard's JSONL (what a worker does with :attr:`Shard.data`)."""
     text = data.decode("utf-8") if isinstance(data, bytes) else str(data)
     return [example_from_record(json.loads(line)) for line in text.split("\n") if line.strip()]
-
-
-@dataclass(frozen=True, slots=True)
-class ShardPlan:
-    """The shards a job still has to rank and how many examples OUT already holds."""
-
-    shards: tuple[Shard, ...]
-    already_done: int
-
-    @property
-    def pending(self) -> int:
-        return sum(len(shard.ids) for shard in self.shards)
 
 
 def shard_folder(out: str | Path) -> Path:
@@ -79,21 +80,22 @@ def shard_folder(out: str | Path) -> Path:
     return out.with_name(f"{out.name}.shards")
 
 
-def plan_shards(source: str | Path, out: str | Path, shard_size: int, limit: int | None = None) -> ShardPlan:
-    """The shards of the first ``limit`` examples of ``source`` that ``out`` lacks.
+def source_setting(sources: Sources) -> list[str]:
+    """The input files as a job's settings record them (resolved paths, in order)."""
+    return [str(path.resolve()) for path in source_paths(sources)]
 
-    A last line of ``out`` cut short by a kill is dropped from the file first (as in
-    :func:`llmblend.rank.rank_file.pending_examples`); shards with nothing pending are left out.
-    """
+
+def pending_shards(
+    sources: Sources, done: Collection[str], shard_size: int, limit: int | None = None
+) -> Iterator[Shard]:
+    """The shards of the first ``limit`` examples of ``sources`` with examples whose id is not in
+    ``done``, one at a time, as the input is read."""
     if shard_size < 1:
         raise ValueError(f"shard size must be at least 1, got {shard_size}")
-    done = resume_jsonl(out, "id")
-    shards = []
-    for index, chunk in enumerate(_slices(islice(read_mixinstruct(source), limit), shard_size)):
-        pending = tuple(example for example in chunk if example.id not in done)
+    for index, chunk in enumerate(_slices(islice(read_mixinstruct(sources), limit), shard_size)):
+        pending = [example for example in chunk if example.id not in done]
         if pending:
-            shards.append(Shard.of(index, pending))
-    return ShardPlan(tuple(shards), len(done))
+            yield Shard.of(index, pending)
 
 
 def _slices(examples: Iterator[Example], size: int) -> Iterator[list[Example]]:
@@ -133,7 +135,7 @@ def shard_ids(path: Path) -> list[str]:
     return [json.loads(line)["id"] for line in _lines(path.read_bytes().decode("utf-8"))]
 
 
-def is_finished(folder: Path, shard: Shard) -> bool:
+def is_finished(folder: Path, shard: ShardIds | Shard) -> bool:
     """Whether the shard has a finished file holding every example it still needs."""
     path = shard_path(folder, shard.index)
     return path.is_file() and set(shard.ids) <= set(shard_ids(path))
@@ -160,7 +162,7 @@ def ranking_failed(record: dict[str, Any]) -> bool:
 
 def merge_shards(
     folder: Path,
-    shards: Sequence[Shard],
+    shards: Sequence[ShardIds],
     out: str | Path,
     failed_record: Callable[[dict[str, Any]], bool] = ranking_failed,
 ) -> MergeCount:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from llmblend.data.jsonl import append_jsonl, read_jsonl
+from llmblend.data.jsonl import Sources, append_jsonl, read_jsonl
 from llmblend.data.mixinstruct import example_from_record, record_from_example
 from llmblend.eval.judge import JudgeUsage, PairVerdict, cmp_results
 from llmblend.rank.judge_ranker import JudgeRanker
@@ -123,7 +123,7 @@ def judged_chunks(
 
 def judge_file(
     judge: JudgeRanker,
-    source: str | Path,
+    source: Sources,
     out: str | Path,
     *,
     judge_label: str,

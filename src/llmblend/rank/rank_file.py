@@ -22,7 +22,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from llmblend.data.jsonl import append_jsonl, resume_jsonl
+from llmblend.data.jsonl import Sources, append_jsonl, resume_jsonl
 from llmblend.data.mixinstruct import read_mixinstruct, record_from_example
 from llmblend.rank.base import Ranker
 from llmblend.types import Example, Ranking
@@ -85,9 +85,7 @@ def _chunks(examples: Iterable[Example], size: int) -> Iterator[list[Example]]:
         yield chunk
 
 
-def pending_examples(
-    source: str | Path, out: str | Path, limit: int | None = None
-) -> tuple[list[Example], int]:
+def pending_examples(source: Sources, out: str | Path, limit: int | None = None) -> tuple[list[Example], int]:
     """The examples of ``source`` (its first ``limit``) not yet in ``out``, and how many are done.
 
     A last line of ``out`` cut short by a kill is dropped from the file first.
@@ -99,7 +97,7 @@ def pending_examples(
 
 def rank_file(
     ranker: Ranker,
-    source: str | Path,
+    source: Sources,
     out: str | Path,
     *,
     strategy: str,
