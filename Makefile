@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR := build/alpaca-blend
+# llama.cpp is built for this CPU (-march=native) but without AMX: some VMs advertise AMX and
+# fault on its first tile instruction (a general protection fault in ggml_backend_amx_mul_mat, seen
+# on this project's build machine). On a machine where AMX works: make setup LLAMA_CMAKE_ARGS=
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
 
 .PHONY: setup test demo lint format clean
 
@@ -16,8 +21,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	# llama-cpp-python compiles llama.cpp (about 6 minutes on 2 cores): use every core
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	# llama-cpp-python compiles llama.cpp (about 6 minutes on 2 cores): every core, LLAMA_CMAKE_ARGS,
+	# and no wheel from pip's cache (one built with other flags would be reused as it is)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' \
+		$(BIN)/python -m pip install --quiet --no-cache-dir -c constraints.txt 'llama-cpp-python[server]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.engines.ray_rank import RayRankReport, rank_file_on_ray
-from llmblend.engines.ray_session import put_object, ray_session, require_ray
+from llmblend.engines.ray_session import put_shard, ray_session, require_ray
 from llmblend.engines.recipe import RankerRecipe
 from llmblend.engines.shards import pending_shards
 from llmblend.rank.base import PairQuery
@@ -89,7 +89,10 @@ def driver_memory(source: Path, shard_size: int = 64, copies: int = 5) -> tuple[
         return list(pending_shards(path, set(), shard_size))
 
     def stream(path: Path) -> list:
-        return [(shard.key, put_object(shard.data)) for shard in pending_shards(path, set(), shard_size)]
+        return [
+            (shard.key, put_shard({"shard": shard.index, "examples": shard.data}))
+            for shard in pending_shards(path, set(), shard_size)
+        ]
 
     def growth(build) -> float:
         (small, n_small), (large, n_large) = (_traced(build, path) for path in (source, larger))

@@ -50,6 +50,7 @@ from llmblend.engines.ray_session import (
     check_cpus,
     map_shards,
     per_worker,
+    put_shard,
     ray_session,
     worker_label,
 )
@@ -191,7 +192,8 @@ def _run(
         check_cpus(options)
         limits = start_limits(slot.backend for slot in slots)
         actor_kwargs = {**actor_kwargs, "limits": limits}
-        for row in map_shards(shards, ShardGenerator, actor_kwargs, RESULT_COLUMNS, options):
+        blocks = [put_shard(shard) for shard in shards]
+        for row in map_shards(blocks, ShardGenerator, actor_kwargs, RESULT_COLUMNS, options):
             records = [json.loads(line) for line in row.pop("records").split("\n") if line.strip()]
             write_answers(out, records, report.generated)
             report.generated.usage.merge(json.loads(row.pop("usage")))

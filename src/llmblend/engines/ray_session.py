@@ -1,8 +1,9 @@
 """What every Ray job of llmblend shares: joining Ray, mapping shards over an actor pool, Ray's errors.
 
-A job cuts its input into shards (one row each), and :func:`map_shards` runs them on a Ray Data
-``map_batches`` over an actor pool: each actor builds its heavy parts (a ranker, backends) once in
-its constructor and then handles one shard per call. Rows come back as the workers finish them.
+A job cuts its input into shards (one row each, put into the object store as a block of its own by
+:func:`put_shard`), and :func:`map_shards` runs them on a Ray Data ``map_batches`` over an actor
+pool: each actor builds its heavy parts (a ranker, backends) once in its constructor and then
+handles one shard per call. Rows come back as the workers finish them.
 """
 
 from __future__ import annotations
@@ -103,27 +104,30 @@ def check_cpus(options: RayOptions) -> None:
     log.warning("%s: workers wait until the cluster grows", message)
 
 
-def put_object(data: Any) -> Any:
-    """``data`` in Ray's object store (which spills to disk when full): a reference a row carries
-    instead of the data, resolved when the worker reads the row."""
-    return require_ray().put(data)
+def put_shard(row: dict[str, Any]) -> Any:
+    """One shard's row as a one-row Arrow table in Ray's object store (which spills to disk when
+    full): the block :func:`map_shards` reads, so the driver keeps only its reference."""
+    import pyarrow as pa
+
+    return require_ray().put(pa.Table.from_pylist([row]))
 
 
 def map_shards(
-    rows: Sequence[dict[str, Any]],
+    blocks: Sequence[Any],
     actor: type,
     actor_kwargs: dict[str, Any],
     columns: Sequence[str],
     options: RayOptions,
 ) -> Iterator[dict[str, Any]]:
-    """``actor(**actor_kwargs)(batch)`` over ``rows`` (one shard a row), on ``options.num_workers``
-    actors; each result row's ``columns`` as plain Python values, in the order workers finish them.
+    """``actor(**actor_kwargs)(batch)`` over the shards of ``blocks`` (references from
+    :func:`put_shard`, one shard each), on ``options.num_workers`` actors; each result row's
+    ``columns`` as plain Python values, in the order workers finish them.
 
     A worker that dies is restarted and its shard retried, ``options.max_retries`` times; then the
     job fails with :class:`LlmblendError` (what the workers had finished was already yielded).
     """
     ray = require_ray()
-    dataset = ray.data.from_items(list(rows), override_num_blocks=len(rows))
+    dataset = ray.data.from_arrow_refs(list(blocks))
     with warnings.catch_warnings():
         # Ray 2.60 takes max_restarts / max_task_retries only as (deprecated) extra remote args
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
@@ -199,10 +203,5 @@ def _gist(exc: Exception) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A numpy scalar from Ray Data as the plain Python value; a reference (:func:`put_object`) as
-    the value it refers to."""
-    import ray
-
-    if isinstance(value, ray.ObjectRef):
-        return ray.get(value)
+    """A numpy scalar from Ray Data as the plain Python value."""
     return value.item() if hasattr(value, "item") else value

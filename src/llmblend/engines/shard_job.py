@@ -24,7 +24,7 @@ from typing import Any
 from llmblend.backends.base import Backend
 from llmblend.data.jsonl import Sources, resume_jsonl
 from llmblend.engines.limiter import start_limits
-from llmblend.engines.ray_session import RayOptions, check_cpus, map_shards, put_object, ray_session
+from llmblend.engines.ray_session import RayOptions, check_cpus, map_shards, put_shard, ray_session
 from llmblend.engines.shards import (
     MergeCount,
     ShardIds,
@@ -88,7 +88,7 @@ def run_shard_job(
     rows: list[dict[str, Any]] = []
     startup = 0.0
     with ExitStack() as session:
-        todo: list[dict[str, Any]] = []
+        todo: list[Any] = []  # references to the shards in Ray's object store
         for shard in pending_shards(sources, done, shard_size, limit):
             if not planned:
                 prepare_folder(folder, job.settings)
@@ -97,7 +97,7 @@ def run_shard_job(
                 continue
             if not todo:
                 startup = session.enter_context(ray_session(options.address))
-            todo.append({"shard": shard.index, "examples": put_object(shard.data)})
+            todo.append(put_shard({"shard": shard.index, "examples": shard.data}))
         if todo:
             rows = _map(job, todo, options.fit(len(todo)), folder, on_shard)
     if not planned:
@@ -111,7 +111,7 @@ def run_shard_job(
 
 def _map(
     job: ShardJob,
-    todo: list[dict[str, Any]],
+    todo: list[Any],
     options: RayOptions,
     folder: Path,
     on_shard: Callable[[int, int], None] | None,
