@@ -40,6 +40,18 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def weight_files(folder: Path) -> list[Path]:
+    """The files :func:`load_weights` builds a folder's weights from: its config.json and weights,
+    and for a compact folder its base model's, in a fixed order."""
+    names = ("config.json", hf.WEIGHTS_FILE, "pytorch_model.bin")
+    files = [folder / name for name in names if (folder / name).is_file()]
+    if (folder / hf.WEIGHTS_FILE).is_file():
+        base_model = hf.read_config(folder).get(CONFIG_KEY, {}).get("base_model")
+        if base_model:
+            files += weight_files(hf.resolve_model_dir(base_model))
+    return files
+
+
 def base_encoder_state(base_model: str) -> dict[str, torch.Tensor]:
     """The base encoder's weights, keyed as inside a ranker module (``pretrained_model.…``)."""
     state = load_weights(hf.resolve_model_dir(base_model))
@@ -103,12 +115,13 @@ def save_compact(ranker, path: str | Path, *, base_model: str) -> Path:
     """Write ``ranker`` as a compact folder over ``base_model`` (a hub id or folder users also have)."""
     path = Path(path)
     settings = {**ranker.settings(), "base_model": base_model, "weights_dtype": STORAGE_DTYPE}
+    state = compact_state(ranker.module, base_model)  # first: a lazily loaded module brings its tokenizer
     hf.save_model_folder(
         path,
         backbone_config=_backbone_config(ranker),
         settings=settings,
         tokenizer=ranker.tokenizer,
-        state=compact_state(ranker.module, base_model),
+        state=state,
     )
     return path
 

@@ -17,8 +17,10 @@ copy of the module with eager attention; the caller's module is not touched.
 
 Models are cached under ``$LLMBLEND_CACHE/onnx/<key>/model.onnx`` (default
 ``~/.cache/llmblend``), keyed by a hash of the weights, the ranker settings, the encoder config,
-the variant and the torch/onnxruntime versions. Files appear by ``os.replace`` only, so a crash
-never leaves a partial model that a later call would load.
+the variant and the torch/onnxruntime versions. A ranker loaded from a folder also records which
+key the folder's files give (``onnx/by-folder/<folder key>``, :func:`remember_folder`), so a later
+load finds the graph from the files alone (:func:`cached_graph_key`), without torch. Files appear
+by ``os.replace`` only, so a crash never leaves a partial model that a later call would load.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,6 +57,8 @@ MODEL_FILE = "model.onnx"
 #: An ONNX file is one protobuf message, which cannot exceed 2 GiB; the graph is exported in fp32.
 MAX_GRAPH_BYTES = 2**31 - 2**26
 META_FILE = "meta.json"
+#: Where the folder keys point to graph keys (:func:`remember_folder`).
+BY_FOLDER = "by-folder"
 #: Encoder ``model_type``s whose graphs onnxruntime's "bert" optimizer knows how to fuse.
 FUSABLE_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta"})
 #: Node types quantized in "onnx-int8": the encoder's weight matrices. Attention (QKV, fused to
@@ -191,6 +197,51 @@ def cache_key(ranker: ExportableRanker, variant: str) -> str:
         digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(memoryview(flat.view(torch.uint8).numpy()))
     return digest.hexdigest()[:32]
+
+
+def folder_key(files: Sequence[Path], variant: str) -> str:
+    """Hex digest of the files a ranker's weights come from (its folder's config.json and weights,
+    e.g. :func:`llmblend.rank.compact.weight_files`), the variant and library versions; computed
+    without torch."""
+    _check_variant(variant)
+    digest = hashlib.sha256()
+    header = {
+        "export_version": EXPORT_VERSION,
+        "variant": variant,
+        "versions": {package: metadata.version(package) for package in ("onnxruntime", "torch")},
+    }
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    for path in files:
+        with path.open("rb") as handle:
+            digest.update(f"{path.name}:".encode() + hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:32]
+
+
+def _alias_path(key: str, cache_dir: str | Path | None) -> Path:
+    return _onnx_dir(cache_dir) / BY_FOLDER / key
+
+
+def _onnx_dir(cache_dir: str | Path | None) -> Path:
+    return (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / "onnx"
+
+
+def remember_folder(key: str, graph_key: str, cache_dir: str | Path | None = None) -> None:
+    """Record that the files with :func:`folder_key` ``key`` give the graph :func:`cache_key`
+    ``graph_key`` (written once the weights are loaded and before anything can change them)."""
+    path = _alias_path(key, cache_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(graph_key + "\n", encoding="utf-8")
+    os.replace(staging, path)
+
+
+def cached_graph_key(key: str, cache_dir: str | Path | None = None) -> str | None:
+    """The graph key recorded for the folder key ``key`` when that graph is in the cache, else None."""
+    try:
+        graph_key = _alias_path(key, cache_dir).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return graph_key if graph_key and (_onnx_dir(cache_dir) / graph_key / MODEL_FILE).is_file() else None
 
 
 # ---- export, fuse, quantize ---------------------------------------------------------------------
@@ -418,27 +469,33 @@ def _read_ops(folder: Path) -> dict[str, int]:
         return {}
 
 
+def default_threads() -> int:
+    """torch's thread count when torch is in use (so ``torch.set_num_threads`` holds here too),
+    else 0: ONNX Runtime's own default, one thread per physical core, which is torch's default."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else 0
+
+
 def onnx_module(
     ranker: ExportableRanker,
     variant: str = "onnx-int8",
     *,
     cache_dir: str | Path | None = None,
     threads: int | None = None,
+    key: str | None = None,
 ) -> OnnxPairModule:
     """Export ``ranker.module`` (once; cached on disk) and load it in ONNX Runtime on the CPU.
 
     ``cache_dir`` defaults to :func:`default_cache_dir`; ``threads`` (intra-op) to
-    ``torch.get_num_threads()``. Raises ValueError for an unknown ``variant`` and
+    :func:`default_threads`; ``key`` to :func:`cache_key` (pass one from :func:`cached_graph_key`
+    to load without touching ``ranker.module``). Raises ValueError for an unknown ``variant`` and
     :class:`~llmblend.errors.MissingExtraError` when onnxruntime is not installed.
     """
     _check_variant(variant)
     _require("the ONNX Runtime path of PairRanker", "onnxruntime")
-    import torch
-
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    folder = folder / "onnx" / cache_key(ranker, variant)
+    folder = _onnx_dir(cache_dir) / (key or cache_key(ranker, variant))
     path = folder / MODEL_FILE
-    threads = threads or torch.get_num_threads()
+    threads = threads or default_threads()
     length_feature = ranker.config.length_feature
     if path.is_file():
         try:
