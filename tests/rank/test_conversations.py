@@ -26,8 +26,8 @@ def test_a_long_conversation_keeps_its_latest_turns_and_an_instruction_its_start
     marker = ranker.tokenizer.convert_tokens_to_ids(SOURCE_TOKEN)
     assert (
         ids[1] == marker
-        and ids[0] == ranker.tokenizer.cls_token_id
-        and ids[-1] == ranker.tokenizer.sep_token_id
+        and ids[0] == ranker.tokenizer.convert_tokens_to_ids("[CLS]")
+        and ids[-1] == ranker.tokenizer.convert_tokens_to_ids("[SEP]")
     )
     instruction = "What is the capital of France? " + "Please answer in detail. " * 30
     assert (

@@ -54,6 +54,9 @@ class TokenizerFile:
     def convert_tokens_to_ids(self, token: str) -> int | None:
         return self.backend.token_to_id(token)
 
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
     def __call__(
         self,
         texts: str | Sequence[str],
