@@ -208,13 +208,21 @@ def folder_key(files: Sequence[Path], variant: str) -> str:
     header = {
         "export_version": EXPORT_VERSION,
         "variant": variant,
-        "versions": {package: metadata.version(package) for package in ("onnxruntime", "torch")},
+        "versions": {package: _version(package) for package in ("onnxruntime", "torch")},
     }
     digest.update(json.dumps(header, sort_keys=True).encode())
     for path in files:
         with path.open("rb") as handle:
             digest.update(f"{path.name}:".encode() + hashlib.file_digest(handle, "sha256").digest())
     return digest.hexdigest()[:32]
+
+
+def _version(package: str) -> str | None:
+    """The installed version of ``package``, None when it is not installed (no graph then)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _alias_path(key: str, cache_dir: str | Path | None) -> Path:
