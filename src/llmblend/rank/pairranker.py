@@ -308,8 +308,9 @@ class PairRanker:
                 None, tokenizer, settings, device=device, load_parts=parts, onnx_key=graph_key, **options
             )
         ranker = cls(*cls._load_parts(folder, settings), settings, device=device, **options)
-        if files_key:
-            remember_folder(files_key, cache_key(ranker, runtime))
+        if files_key:  # the weights were just read: their graph key serves the first forward too
+            ranker._onnx_key = cache_key(ranker, runtime)
+            remember_folder(files_key, ranker._onnx_key)
         return ranker
 
     @classmethod
