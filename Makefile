@@ -9,6 +9,13 @@ DEMO_DIR := build/alpaca-blend
 # on this project's build machine). On a machine where AMX works: make setup LLAMA_CMAKE_ARGS=
 NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
+# llmblend never loads llama.cpp's multimodal library (mtmd, for LLaVA-style chat handlers): not built
+LLAMA_BUILD_ARGS := $(LLAMA_CMAKE_ARGS) -DLLAVA_BUILD=OFF
+# The wheel is built once per CPU (its flags: -march=native), llama-cpp-python version (pinned in
+# constraints.txt) and build arguments, and kept here; pip's own cache cannot tell such builds apart.
+LLAMA_KEY := $(shell (grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; grep llama constraints.txt; \
+	echo '$(LLAMA_BUILD_ARGS)') | sha256sum | cut -c1-16)
+LLAMA_WHEELS ?= $(HOME)/.cache/llmblend/llama-wheels/$(LLAMA_KEY)
 
 .PHONY: setup test demo lint format clean
 
@@ -21,10 +28,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	# llama-cpp-python compiles llama.cpp (about 6 minutes on 2 cores): every core, LLAMA_CMAKE_ARGS,
-	# and no wheel from pip's cache (one built with other flags would be reused as it is)
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' \
-		$(BIN)/python -m pip install --quiet --no-cache-dir -c constraints.txt 'llama-cpp-python[server]'
+	# llama-cpp-python compiles llama.cpp on every core (minutes), unless LLAMA_WHEELS has this build
+	ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+		CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) CMAKE_ARGS='$(LLAMA_BUILD_ARGS)' $(BIN)/python -m pip wheel \
+		--quiet --no-deps --no-cache-dir -c constraints.txt -w $(LLAMA_WHEELS) llama-cpp-python
+	$(BIN)/python -m pip install --quiet -c constraints.txt --find-links $(LLAMA_WHEELS) 'llama-cpp-python[server]'
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 

@@ -65,8 +65,12 @@ def test_train_pool_cross_fits_then_rank_uses_it(files: dict[str, Path], tmp_pat
     assert (
         chosen["fitted_on"]["threshold_rule"] == "one-se" and chosen["threshold"] >= combination["threshold"]
     )
-    result = invoke(*args, "--threshold-rule", "strict")
+    # bad choices are named before anything is read (or minutes of embedding spent)
+    absent = ["train", "pool", tmp_path / "absent.jsonl", "--oracle", "gpt4_win", "--out", pool_file]
+    result = invoke(*absent, "--threshold-rule", "strict")
     assert result.exit_code != 0 and "unknown threshold rule 'strict'" in result.output
+    result = invoke(*absent, "--terms", "pool,lenght")
+    assert result.exit_code != 0 and "unknown term 'lenght'" in result.output
 
     ranked = tmp_path / "ranked.jsonl"
     result = invoke("rank", files["dev"], "--out", ranked, "--pool", pool_file)

@@ -50,7 +50,14 @@ import numpy as np
 from llmblend.errors import LlmblendError
 from llmblend.fuse.trained import TrainedFuser, portable_spec
 from llmblend.hf_loading import import_ml, import_peft, load_lm, pick_device, set_threads
-from llmblend.train.checkpoints import normalise, truncate_log, write_text
+from llmblend.train.checkpoints import (
+    normalise,
+    restore_rng,
+    rng_state,
+    truncate_log,
+    warmup_then_linear_decay,
+    write_text,
+)
 from llmblend.train.config import config_to_yaml, setting
 from llmblend.train.distributed import DataParallel, data_parallel, require_same_world_size
 from llmblend.train.fuser_data import (
@@ -596,29 +603,6 @@ class FuserTrainer:
         return state
 
 
-def rng_state() -> dict[str, Any]:
-    """This process's random state: torch (and CUDA's), python, numpy."""
-    import torch
-
-    return {
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "python_rng": random.getstate(),
-        "numpy_rng": np.random.get_state(),
-    }
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    """Set the random state :func:`rng_state` returned."""
-    import torch
-
-    torch.set_rng_state(state["torch_rng"])
-    if state.get("cuda_rng") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    random.setstate(state["python_rng"])
-    np.random.set_state(state["numpy_rng"])
-
-
 def make_optimizer(model, settings: FuserTrainSettings, steps: int):
     """AdamW over the trainable parameters (no weight decay on biases and norms), linear warmup then
     linear decay to 0."""
@@ -633,14 +617,7 @@ def make_optimizer(model, settings: FuserTrainSettings, steps: int):
         {"params": plain, "weight_decay": 0.0},
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=settings.lr)
-    warmup = int(steps * settings.warmup_ratio)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (steps - step) / max(1, steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer, warmup_then_linear_decay(optimizer, steps, settings.warmup_ratio)
 
 
 def train_fuser(settings: FuserTrainSettings, progress: ProgressCallback | None = None) -> FuserTrainReport:

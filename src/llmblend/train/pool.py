@@ -293,11 +293,7 @@ def fit_combination(
     one standard error of the best's (:func:`one_standard_error_choice`): leaving the favourite
     then needs evidence beyond the noise of the folds.
     """
-    if threshold_rule not in THRESHOLD_RULES:
-        raise ValueError(f"unknown threshold rule {threshold_rule!r}; known: {', '.join(THRESHOLD_RULES)}")
-    unknown = sorted(set(terms) - set(TERMS))
-    if unknown:
-        raise ValueError(f"unknown term {unknown[0]!r}; known: {', '.join(TERMS)}")
+    check_choices(terms, threshold_rule)
     fold_of = instruction_folds(features.examples, folds)
     picked = {t: [] for t in thresholds}
     for fold in range(folds):
@@ -330,6 +326,15 @@ def fit_combination(
         },
         calibration=_calibration(features, combination),
     )
+
+
+def check_choices(terms: Sequence[str], threshold_rule: str) -> None:
+    """ValueError naming an unknown term or threshold rule (checked before any data is read)."""
+    if threshold_rule not in THRESHOLD_RULES:
+        raise ValueError(f"unknown threshold rule {threshold_rule!r}; known: {', '.join(THRESHOLD_RULES)}")
+    unknown = sorted(set(terms) - set(TERMS))
+    if unknown:
+        raise ValueError(f"unknown term {unknown[0]!r}; known: {', '.join(TERMS)}")
 
 
 def one_standard_error_choice(scores: dict[float, np.ndarray]) -> float:
@@ -435,6 +440,7 @@ def train_pool_file(
     ``embed`` embeds answers for the consensus terms (default: the packaged MiniLM, loaded only
     when a consensus term is asked for).
     """
+    check_choices(terms, threshold_rule)
     data = JudgedData.read(files)
     pool = fit_pool_from(data, settings)
     if settings.oracle is None:

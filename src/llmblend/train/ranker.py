@@ -40,7 +40,14 @@ from llmblend.errors import LlmblendError
 from llmblend.rank import hf
 from llmblend.rank.encoding import to_device
 from llmblend.rank.registry import resolve_target
-from llmblend.train.checkpoints import normalise, truncate_log, write_text
+from llmblend.train.checkpoints import (
+    normalise,
+    restore_rng,
+    rng_state,
+    truncate_log,
+    warmup_then_linear_decay,
+    write_text,
+)
 from llmblend.train.config import config_to_yaml, setting
 from llmblend.train.distributed import DataParallel, data_parallel, require_same_world_size
 from llmblend.train.losses import LOSSES, get_loss
@@ -355,14 +362,7 @@ def make_optimizer(module, config: RankerTrainConfig, steps: int, *, frozen=()):
         ],
         lr=config.learning_rate,
     )
-    warmup = int(steps * config.warmup_ratio)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (steps - step) / max(1, steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return optimizer, warmup_then_linear_decay(optimizer, steps, config.warmup_ratio)
 
 
 def pairwise_counts(ranker, pairs: Sequence[LabelledPair]) -> tuple[int, int]:
@@ -380,26 +380,6 @@ def pairwise_accuracy(ranker, pairs: Sequence[LabelledPair]) -> float:
     """Share of pairs whose debiased comparison has the label's sign (pairs without a verdict skipped)."""
     right, judged = pairwise_counts(ranker, pairs)
     return right / judged if judged else float("nan")
-
-
-def rng_state(device) -> dict[str, Any]:
-    """This process's random state (torch, python, and the GPU's when ``device`` is CUDA)."""
-    import torch
-
-    state = {"torch_rng": torch.get_rng_state(), "python_rng": random.getstate()}
-    if device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def restore_rng(state: dict[str, Any], device) -> None:
-    """Set the random state :func:`rng_state` returned."""
-    import torch
-
-    torch.set_rng_state(state["torch_rng"])
-    random.setstate(state["python_rng"])
-    if state.get("cuda_rng") is not None and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
 
 
 class RankerTrainer:
@@ -566,7 +546,7 @@ class RankerTrainer:
         Under K processes each hands rank 0 its RNG state (``rank_rng``), and rank 0 alone writes."""
         import torch
 
-        states = self.group.gather(rng_state(ranker.device))
+        states = self.group.gather(rng_state())
         if not self.group.is_main:
             return
         ranker.save_pretrained(self.out / "last")
@@ -602,7 +582,7 @@ class RankerTrainer:
         ranker.module.load_state_dict(state["module"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state["rank_rng"][group.rank] if group.distributed else state, ranker.device)
+        restore_rng(state["rank_rng"][group.rank] if group.distributed else state)
         if group.is_main:
             truncate_log(self.out / "log.jsonl", state["step"])
         log.info("resuming %s from step %d", self.out, state["step"])
