@@ -22,6 +22,7 @@ from llmblend.data.sources import locate_data_dir
 from llmblend.eval.agreement import load_labels
 from llmblend.rank.base import PairQuery
 from llmblend.rank.calibration import logistic_fit
+from llmblend.rank.combine import length_term
 from llmblend.rank.pairranker import PairRanker
 from llmblend.train.config import build_config
 from llmblend.train.ranker import RankerTrainConfig, held_out_pairs
@@ -33,7 +34,8 @@ CONFIG = Path("configs/pairranker-minilm-default.yaml")
 
 
 def length_feature(queries, scale: float) -> np.ndarray:
-    return np.tanh(np.array([len(q.first) - len(q.second) for q in queries], dtype=np.float64) / scale)
+    """The combination's length term for each query (first answer vs second)."""
+    return length_term([len(q.first) for q in queries], [len(q.second) for q in queries], scale)
 
 
 def fit_weights(margins: np.ndarray, lengths: np.ndarray) -> np.ndarray:

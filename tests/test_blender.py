@@ -109,7 +109,7 @@ def test_stages_run_in_order_and_the_fuser_gets_the_top_k_best_first() -> None:
     assert sorted(events[:5]) == [f"generate:{name}" for name in "abcde"]
     assert events[5:] == ["rank", "fuse", "guard"]
     assert blender.ranker.seen == [["one two", "one two three four", "one two three", "x"]]  # c failed
-    assert blender.ranker.options == [("sparse-refine", 3)]
+    assert blender.ranker.options == [(None, 3)]  # no strategy given: the ranker applies its own
     (item,) = blender.fuser.items
     assert item == FuseItem("Count to four.", ("one two three four", "one two three", "one two"), "slowly")
     assert blender.slots[0].backend.prompts == ["Count to four.\n\nslowly"]

@@ -132,7 +132,7 @@ class Blender(ClosesItsLoop):
         fuser: Fuser | None = None,
         *,
         top_k: int = 3,
-        strategy: str | None = "sparse-refine",
+        strategy: str | None = None,
         guard: bool | FusionGuard = True,
     ) -> None:
         #: Rank, fuse and guard: everything after generation.

@@ -92,6 +92,9 @@ def test_rank_and_fuse_options_and_guard_resolution() -> None:
     with pytest.raises(ValueError, match="unknown ranking strategy 'quick'"):
         RankAndFuse(LongestRanker(), strategy="quick")
     assert "guard=False" in repr(RankAndFuse(LongestRanker(), JoinFuser(), guard=False))
+    # no strategy by default (each ranker applies its own); a pool's strategies are strategies too
+    assert RankAndFuse(LongestRanker()).strategy is None
+    assert RankAndFuse(LongestRanker(), strategy="pool-seeded").strategy == "pool-seeded"
 
 
 def test_the_synchronous_method_inside_a_running_loop_points_to_the_coroutine() -> None:

@@ -69,7 +69,8 @@ def _answer(result: BlendResult, answer: Answer) -> None:
 class RankAndFuse(ClosesItsLoop):
     """Rank, fuse, guard (LLM-Blender §3–4) examples that have candidates; see the module docstring.
 
-    ``ranker`` ranks with ``strategy`` (the pairwise aggregation of §3.2) and ``top_k``; ``fuser``
+    ``ranker`` ranks with ``strategy`` (the pairwise aggregation of §3.2; None: the ranker's own,
+    e.g. sparse-refine for PairRanker, pool-seeded for a pool, the judge's) and ``top_k``; ``fuser``
     reads the ``top_k`` best (None: the top candidate is returned); ``guard``: True checks each fused
     answer against the top candidate with the ranker (which must then have ``compare``), False does
     not, or a :class:`~llmblend.fuse.guard.FusionGuard` of your own.
@@ -81,15 +82,17 @@ class RankAndFuse(ClosesItsLoop):
         fuser: Fuser | None = None,
         *,
         top_k: int = 3,
-        strategy: str | None = "sparse-refine",
+        strategy: str | None = None,
         guard: bool | FusionGuard = True,
     ) -> None:
+        from llmblend.rank.pool_ranker import POOL_STRATEGIES
         from llmblend.rank.strategies import STRATEGIES
 
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        if strategy is not None and strategy not in STRATEGIES:
-            raise ValueError(f"unknown ranking strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+        known = [*STRATEGIES, *POOL_STRATEGIES]
+        if strategy is not None and strategy not in known:
+            raise ValueError(f"unknown ranking strategy {strategy!r}; known: {', '.join(known)}")
         self.ranker = ranker
         self.fuser = fuser
         self.top_k = top_k

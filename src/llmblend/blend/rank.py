@@ -62,7 +62,7 @@ async def rank_stage(
     examples: Sequence[Example],
     ranker: Ranker,
     *,
-    strategy: str | None = "sparse-refine",
+    strategy: str | None = None,
     top_k: int | None = None,
     given: Sequence[Ranking | None] | None = None,
     lock: threading.Lock | None = None,

@@ -79,8 +79,7 @@ def best_of_n_command(
     With --engine ray, Ray workers draw the samples (the backend's concurrency holding for all of
     them together) and then rank them, as generate and rank do with --engine ray.
     """
-    from llmblend.backends.config import load_backend_config
-    from llmblend.blend.best_of_n import backend_spec
+    from llmblend.blend.best_of_n import best_of_n_slots
     from llmblend.cli.generate import generate_locally, generate_on_ray
     from llmblend.data.generate import read_instructions
     from llmblend.engines.recipe import SlotsRecipe
@@ -98,9 +97,9 @@ def best_of_n_command(
             shard_size=shard_size,
         )
         items = read_instructions(instructions)[:limit]
-        name = backend_spec(load_backend_config(config), backend).display_name
+        # the backend's name; fails now, before any sample, when the backend decodes greedily
+        _, name = best_of_n_slots(config, backend, n)
         slots = SlotsRecipe(config, backend, n)
-        slots.build()  # fails now, before any sample, when the backend decodes greedily
         ranker = RankerRecipe(ranker_spec, model, runtime)
         what = f"sampling {name} x{n}"
         if ray_options is None:

@@ -41,10 +41,16 @@ FREE_TERMS = ("pool", "length", "consensus", "rel_length", "pool_consensus")
 EMBEDDING_TERMS = ("consensus", "pool_consensus")
 
 
+def length_term(first: np.ndarray | Sequence[float], second: np.ndarray | Sequence[float], scale: float):
+    """The length term of a pair, ``tanh((len_first − len_second) / scale)`` in characters,
+    element-wise over arrays of lengths (broadcast)."""
+    return np.tanh((np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64)) / scale)
+
+
 def length_matrix(texts: Sequence[str], scale: float) -> np.ndarray:
-    """``tanh((len_i − len_j) / scale)`` in characters: float64 ``[N, N]``."""
+    """:func:`length_term` of every ordered pair of ``texts``: float64 ``[N, N]``."""
     lengths = np.array([len(t) for t in texts], dtype=np.float64)
-    return np.tanh((lengths[:, None] - lengths[None, :]) / scale)
+    return length_term(lengths[:, None], lengths[None, :], scale)
 
 
 def difference_matrix(values: Sequence[float] | np.ndarray) -> np.ndarray:
