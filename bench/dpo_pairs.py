@@ -91,6 +91,12 @@ def ranker_agreement(ranked: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def print_table(title: str, headers: list[str], rows: list[dict[str, Any]], cells) -> None:
+    """``title``, then a markdown table with one line ``cells(row)`` per row."""
+    print(title)
+    print(markdown_table((headers, [cells(r) for r in rows])))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", type=Path, default=Path("build/alpaca-blend/train.jsonl"))
@@ -101,47 +107,33 @@ def main() -> None:
         raise SystemExit(f"{args.ranked} is missing; rank first (see this script's docstring)")
 
     counts = oracle_counts(args.train)
-    print(f"oracle pairs ({ORACLE}) from {args.train}")
-    headers = ["mode", "min margin", "pairs", "identical text", "below margin", "skipped"]
-    print(
-        markdown_table(
-            (
-                headers,
-                [
-                    [
-                        r["mode"],
-                        f"{r['min_margin']:g}",
-                        str(r["pairs"]),
-                        str(r["dropped"].get("identical text", 0)),
-                        str(sum(v for k, v in r["dropped"].items() if k.startswith("margin below"))),
-                        str(r["skipped"]),
-                    ]
-                    for r in counts
-                ],
-            )
-        )
+    print_table(
+        f"oracle pairs ({ORACLE}) from {args.train}",
+        ["mode", "min margin", "pairs", "identical text", "below margin", "skipped"],
+        counts,
+        lambda r: [
+            r["mode"],
+            f"{r['min_margin']:g}",
+            str(r["pairs"]),
+            str(r["dropped"].get("identical text", 0)),
+            str(sum(v for k, v in r["dropped"].items() if k.startswith("margin below"))),
+            str(r["skipped"]),
+        ],
     )
     agreement = ranker_agreement(args.ranked)
-    print(f"\nranker pairs from {args.ranked} vs {ORACLE} (oracle near-ties |Δ| < {NEAR_TIE} left out)")
-    headers = ["mode", "ranker min margin", "pairs", "oracle near-ties", "decided", "agree", "agree (Δ ≠ 0)"]
-    print(
-        markdown_table(
-            (
-                headers,
-                [
-                    [
-                        r["mode"],
-                        f"{r['min_margin']:g}",
-                        str(r["pairs"]),
-                        str(r["oracle_near_ties"]),
-                        str(r["decided"]),
-                        fmt_percent(r["agreement"]),
-                        fmt_percent(r["agreement_any_delta"]),
-                    ]
-                    for r in agreement
-                ],
-            )
-        )
+    print_table(
+        f"\nranker pairs from {args.ranked} vs {ORACLE} (oracle near-ties |Δ| < {NEAR_TIE} left out)",
+        ["mode", "ranker min margin", "pairs", "oracle near-ties", "decided", "agree", "agree (Δ ≠ 0)"],
+        agreement,
+        lambda r: [
+            r["mode"],
+            f"{r['min_margin']:g}",
+            str(r["pairs"]),
+            str(r["oracle_near_ties"]),
+            str(r["decided"]),
+            fmt_percent(r["agreement"]),
+            fmt_percent(r["agreement_any_delta"]),
+        ],
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {"oracle": ORACLE, "near_tie": NEAR_TIE, "oracle_pairs": counts, "ranker_pairs": agreement}
