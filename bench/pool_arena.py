@@ -23,7 +23,7 @@ from llmblend.data.mixinstruct import load_mixinstruct, write_mixinstruct
 from llmblend.eval.ranking import fmt_number, markdown_table
 from llmblend.rank.pool import PoolModel
 from llmblend.rank.pool_ranker import PoolRanker
-from llmblend.train.pool import PoolSettings, train_pool_file
+from llmblend.train.pool import DEFAULT_THRESHOLD_RULE, PoolSettings, train_pool_file
 
 ORACLE = "gpt4_score"
 
@@ -60,7 +60,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     parser.add_argument("--out", type=Path, default=Path("build/pool-arena.md"))
-    parser.add_argument("--threshold-rule", default="best", help="best or one-se (llmblend train pool)")
+    parser.add_argument(
+        "--threshold-rule", default=DEFAULT_THRESHOLD_RULE, help="gated, best or one-se (llmblend train pool)"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="pool-arena-"))
     convert("arena-bench", args.data_dir, folder / "arena.jsonl")

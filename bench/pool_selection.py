@@ -38,6 +38,7 @@ from llmblend.rank.pool_ranker import rank_with_pool
 from llmblend.rank.strategies import run_strategy
 from llmblend.train.pool import (
     DEFAULT_TERMS,
+    DEFAULT_THRESHOLD_RULE,
     JudgedData,
     PoolSettings,
     cross_fitted_features,
@@ -155,7 +156,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("build/pool-bench"))
     parser.add_argument("--out", type=Path, default=Path("build/pool-selection.md"))
     parser.add_argument("--plot", type=Path, default=Path("build/pool-selection.png"))
-    parser.add_argument("--threshold-rule", default="best", help="best or one-se (llmblend train pool)")
+    parser.add_argument(
+        "--threshold-rule", default=DEFAULT_THRESHOLD_RULE, help="gated, best or one-se (llmblend train pool)"
+    )
     args = parser.parse_args()
 
     from llmblend.rank.pairranker import PairRanker

@@ -133,3 +133,34 @@ def test_the_default_ranker_scores_without_importing_torch(tmp_path: Path) -> No
     assert first_imports == "True True"  # the first run builds the graph with torch
     assert second_imports == "False False"
     assert float(second_score) == float(first_score)
+
+
+def test_a_files_digest_is_read_once_and_a_rewrite_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from llmblend.rank import onnx_runtime
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights one")
+    old = weights.stat().st_mtime_ns - 10**10
+    os.utime(weights, ns=(old, old))
+    monkeypatch.setattr(onnx_runtime, "RACY_SECONDS", 0.0)  # remember even a file changed just now
+    reads = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(onnx_runtime.hashlib, "file_digest", lambda f, d: reads.append(1) or real(f, d))
+    first = onnx_runtime.file_digest(weights, tmp_path / "cache")
+    assert first == hashlib.sha256(b"weights one").digest()
+    assert onnx_runtime.file_digest(weights, tmp_path / "cache") == first and len(reads) == 1
+    # the same size and modification time, other bytes: the change time tells
+    weights.write_bytes(b"weights two")
+    os.utime(weights, ns=(old, old))
+    assert onnx_runtime.file_digest(weights, tmp_path / "cache") == hashlib.sha256(b"weights two").digest()
+    # a file changed just now is hashed on every call (a rewrite within the clock's step keeps a stamp)
+    monkeypatch.setattr(onnx_runtime, "RACY_SECONDS", 2.0)
+    fresh = tmp_path / "fresh.safetensors"
+    fresh.write_bytes(b"new")
+    onnx_runtime.file_digest(fresh, tmp_path / "cache")
+    onnx_runtime.file_digest(fresh, tmp_path / "cache")
+    assert len(reads) == 4

@@ -53,7 +53,7 @@ def test_train_pool_cross_fits_then_rank_uses_it(files: dict[str, Path], tmp_pat
     assert fitted["examples"] == 480 and fitted["source"] == "cross-fitted on the training files"
     assert str(combination["threshold"]) in fitted["cv_top1_by_threshold"]
     best = max(fitted["cv_top1_by_threshold"].values())
-    assert fitted["threshold_rule"] == "best"
+    assert fitted["threshold_rule"] == "gated"  # the default; here switching pays beyond the noise
     assert fitted["cv_top1_by_threshold"][str(combination["threshold"])] == best
 
     conservative = tmp_path / "one-se.json"
@@ -227,3 +227,17 @@ def test_the_threshold_switches_least_within_one_standard_error_of_the_best() ->
     clear = {0.4: base, 0.5: base + 0.03, 0.6: base}  # 0.5 is better on every instruction
     assert one_standard_error_choice(clear) == 0.5
     assert one_standard_error_choice({0.3: base, 0.9: base}) == 0.9  # a tie: the one that switches less
+
+
+def test_the_gated_threshold_leaves_the_favourite_only_where_that_pays_beyond_the_noise() -> None:
+    from llmblend.train.pool import gated_choice
+
+    base = np.random.default_rng(0).normal(0.5, 0.2, size=200)
+    noise = np.tile([0.02, -0.02], 100) + 0.001  # a mean gap of 0.001, one standard error 0.0014
+    # 0.4 is best by noise over the most cautious threshold: the gate keeps the cautious one
+    assert gated_choice({0.4: base + noise, 0.6: base + noise / 2, 0.9: base}) == 0.9
+    # 0.4 beats 0.9 on every instruction: the gate opens, and the best (not a middle one) is taken
+    assert gated_choice({0.4: base + 0.03, 0.6: base + 0.02, 0.9: base}) == 0.4
+    # 0.6 trails 0.4 by noise only: one-se would take 0.6, the open gate takes the best
+    assert gated_choice({0.4: base + 0.03 + noise, 0.6: base + 0.03, 0.9: base}) == 0.4
+    assert gated_choice({0.3: base, 0.9: base}) == 0.9  # a tie: the most cautious

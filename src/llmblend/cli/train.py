@@ -274,11 +274,13 @@ def train_pool_command(
     threshold_rule: Annotated[
         str,
         typer.Option(
-            help="How the switching threshold is chosen from its cross-validated top-1: best (the "
-            "highest), or one-se (the highest threshold within one standard error of the best: "
-            "fewer switches, closer to always answering with the strongest model)."
+            help="How the switching threshold is chosen from its cross-validated top-1: gated (the "
+            "highest, unless it beats the most cautious threshold by no more than one standard "
+            "error: then the most cautious, so the pick leaves the strongest model only where that "
+            "pays beyond the noise of the folds), best (the highest), or one-se (the highest "
+            "threshold within one standard error of the best: fewer switches)."
         ),
-    ] = "best",
+    ] = "gated",  # train.pool.DEFAULT_THRESHOLD_RULE (not imported: --help stays light)
 ) -> None:
     """Fit the pool model: Bradley-Terry strengths of the source models, and when to trust a challenger
     over the pool's favourite.
@@ -326,7 +328,8 @@ def train_pool_command(
         f"pool of {len(pool.strengths)} models from {pool.fitted_on.get('comparisons')} comparisons"
         f"{judged_note(pool)}; "
         f"strongest: {', '.join(f'{m} ({pool.strengths[m]:+.2f})' for m in top)}; "
-        f"threshold {combination.get('threshold')}: cross-validated top-1 "
+        f"threshold {combination.get('threshold')} ({fitted.get('threshold_rule')} rule): "
+        "cross-validated top-1 "
         f"{curve.get(str(combination.get('threshold')), float('nan')):.4f} vs the favourite's "
         f"{fitted.get('favourite_top1', float('nan')):.4f} ({fitted.get('source')}); wrote {out}",
         highlight=False,

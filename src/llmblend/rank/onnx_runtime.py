@@ -19,7 +19,9 @@ Models are cached under ``$LLMBLEND_CACHE/onnx/<key>/model.onnx`` (default
 ``~/.cache/llmblend``), keyed by a hash of the weights, the ranker settings, the encoder config,
 the variant and the torch/onnxruntime versions. A ranker loaded from a folder also records which
 key the folder's files give (``onnx/by-folder/<folder key>``, :func:`remember_folder`), so a later
-load finds the graph from the files alone (:func:`cached_graph_key`), without torch. Files appear
+load finds the graph from the files alone (:func:`cached_graph_key`), without torch; each file's
+digest is remembered by its path, size, modification time and inode (``onnx/digests``,
+:func:`file_digest`), so that lookup does not read the weights again. Files appear
 by ``os.replace`` only, so a crash never leaves a partial model that a later call would load.
 """
 
@@ -59,6 +61,10 @@ MAX_GRAPH_BYTES = 2**31 - 2**26
 META_FILE = "meta.json"
 #: Where the folder keys point to graph keys (:func:`remember_folder`).
 BY_FOLDER = "by-folder"
+#: Where files' digests are remembered by their stat (:func:`file_digest`).
+DIGESTS = "digests"
+#: How recently a file may have changed and still have its digest remembered (:func:`file_digest`).
+RACY_SECONDS = 2.0
 #: Encoder ``model_type``s whose graphs onnxruntime's "bert" optimizer knows how to fuse.
 FUSABLE_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta"})
 #: Node types quantized in "onnx-int8": the encoder's weight matrices. Attention (QKV, fused to
@@ -199,7 +205,7 @@ def cache_key(ranker: ExportableRanker, variant: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def folder_key(files: Sequence[Path], variant: str) -> str:
+def folder_key(files: Sequence[Path], variant: str, cache_dir: str | Path | None = None) -> str:
     """Hex digest of the files a ranker's weights come from (its folder's config.json and weights,
     e.g. :func:`llmblend.rank.compact.weight_files`), the variant and library versions; computed
     without torch."""
@@ -212,9 +218,27 @@ def folder_key(files: Sequence[Path], variant: str) -> str:
     }
     digest.update(json.dumps(header, sort_keys=True).encode())
     for path in files:
-        with path.open("rb") as handle:
-            digest.update(f"{path.name}:".encode() + hashlib.file_digest(handle, "sha256").digest())
+        digest.update(f"{path.name}:".encode() + file_digest(path, cache_dir))
     return digest.hexdigest()[:32]
+
+
+def file_digest(path: Path, cache_dir: str | Path | None = None) -> bytes:
+    """SHA-256 of the file's bytes, read once per version of the file: remembered under a stamp of
+    its resolved path, size, inode and modification and change times (ns), as git tells a changed
+    file. A file modified in the last :data:`RACY_SECONDS` is not remembered (a rewrite within the
+    clock's resolution could keep its stamp)."""
+    info = path.stat()
+    stamp = f"{path.resolve()}\0{info.st_size}\0{info.st_ino}\0{info.st_mtime_ns}\0{info.st_ctime_ns}"
+    memo = _onnx_dir(cache_dir) / DIGESTS / hashlib.sha256(stamp.encode()).hexdigest()[:32]
+    try:
+        return bytes.fromhex(memo.read_text(encoding="utf-8").strip())
+    except (OSError, ValueError):
+        pass
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").digest()
+    if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) > RACY_SECONDS * 1e9:
+        _write_small(memo, digest.hex() + "\n")
+    return digest
 
 
 def _version(package: str) -> str | None:
@@ -236,10 +260,14 @@ def _onnx_dir(cache_dir: str | Path | None) -> Path:
 def remember_folder(key: str, graph_key: str, cache_dir: str | Path | None = None) -> None:
     """Record that the files with :func:`folder_key` ``key`` give the graph :func:`cache_key`
     ``graph_key`` (written once the weights are loaded and before anything can change them)."""
-    path = _alias_path(key, cache_dir)
+    _write_small(_alias_path(key, cache_dir), graph_key + "\n")
+
+
+def _write_small(path: Path, text: str) -> None:
+    """Write a small text file by rename, so a reader sees it whole or not at all."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(graph_key + "\n", encoding="utf-8")
+    staging.write_text(text, encoding="utf-8")
     os.replace(staging, path)
 
 

@@ -52,8 +52,10 @@ log = logging.getLogger(__name__)
 #: The pool-seeded thresholds tried (cross-validated top-1 picks one).
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9)
 #: How the threshold is chosen from the cross-validated top-1 of each: ``best``, the highest mean;
-#: ``one-se``, the highest threshold within one standard error of it (switches less).
-THRESHOLD_RULES = ("best", "one-se")
+#: ``one-se``, the highest threshold within one standard error of it (switches less); ``gated``,
+#: the best one only when it beats the most cautious by more than one standard error.
+THRESHOLD_RULES = ("best", "one-se", "gated")
+DEFAULT_THRESHOLD_RULE = "gated"
 DEFAULT_TERMS = ("pool", "length", "rel_length", "pool_consensus")
 FOLDS = 5
 
@@ -283,7 +285,7 @@ def fit_combination(
     length_scale: float,
     thresholds: Sequence[float] = THRESHOLDS,
     folds: int = FOLDS,
-    threshold_rule: str = "best",
+    threshold_rule: str = DEFAULT_THRESHOLD_RULE,
 ) -> Combination:
     """Switch weights on all of ``features``; the threshold by cross-validated top-1.
 
@@ -291,7 +293,9 @@ def fit_combination(
     this one. ``threshold_rule`` ``best`` takes the threshold with the highest mean oracle score of
     the pick (ties: the higher, which switches less); ``one-se`` the highest whose mean is within
     one standard error of the best's (:func:`one_standard_error_choice`): leaving the favourite
-    then needs evidence beyond the noise of the folds.
+    then needs evidence beyond the noise of the folds; ``gated`` the best, unless it does not beat
+    the most cautious threshold by more than one standard error (:func:`gated_choice`), when the
+    most cautious: switching at all must pay beyond that noise.
     """
     check_choices(terms, threshold_rule)
     fold_of = instruction_folds(features.examples, folds)
@@ -308,6 +312,8 @@ def fit_combination(
     curve = {t: float(np.mean(v)) for t, v in picked.items() if v}
     if threshold_rule == "one-se":
         threshold = one_standard_error_choice({t: np.asarray(v) for t, v in picked.items() if v})
+    elif threshold_rule == "gated":
+        threshold = gated_choice({t: np.asarray(v) for t, v in picked.items() if v})
     else:
         threshold = max(curve, key=lambda t: (round(curve[t], 9), t))
     bias, weights = _fit(features, range(len(features.examples)), terms)
@@ -349,6 +355,17 @@ def one_standard_error_choice(scores: dict[float, np.ndarray]) -> float:
         return float(gap.mean()) <= error + 1e-12
 
     return max(t for t in scores if t >= best and close_enough(t))
+
+
+def gated_choice(scores: dict[float, np.ndarray]) -> float:
+    """The best threshold when its per-instruction pick scores beat the most cautious (highest)
+    threshold's by more than one standard error of their paired difference; else the most cautious
+    (``scores``: threshold → score per instruction)."""
+    best = max(scores, key=lambda t: (round(float(scores[t].mean()), 9), t))
+    cautious = max(scores)
+    gap = scores[best] - scores[cautious]
+    error = float(gap.std(ddof=1)) / np.sqrt(len(gap)) if len(gap) > 1 else 0.0
+    return best if float(gap.mean()) > error + 1e-12 else cautious
 
 
 def _fit(features: Features, rows: Iterable[int], terms: Sequence[str]) -> tuple[float, dict[str, float]]:
@@ -432,7 +449,7 @@ def train_pool_file(
     model: str | None = None,
     embed: Callable[[Sequence[str]], np.ndarray] | None = None,
     progress: ProgressStart | None = None,
-    threshold_rule: str = "best",
+    threshold_rule: str = DEFAULT_THRESHOLD_RULE,
 ) -> PoolModel:
     """What ``llmblend train pool`` does: strengths from ``files``, the combination cross-fitted on
     them (or, with ``calibrate``, on those examples with the ranker ``model``); writes ``out``.
