@@ -33,18 +33,20 @@ from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.data.preferences import read_preferences
 from llmblend.eval.ranking import correlation, fmt_number, fmt_percent, markdown_table, selection_quality
 from llmblend.rank.base import PairQuery, rank_items
-from llmblend.rank.combine import Combination
+from llmblend.rank.combine import Combination, fit_switch
 from llmblend.rank.pool_ranker import rank_with_pool
 from llmblend.rank.strategies import run_strategy
 from llmblend.train.pool import (
     DEFAULT_TERMS,
     DEFAULT_THRESHOLD_RULE,
+    FOLDS,
     JudgedData,
     PoolSettings,
     cross_fitted_features,
     example_features,
     fit_combination,
     fit_pool_from,
+    instruction_folds,
     length_scale_of,
 )
 from llmblend.types import prompt_text
@@ -186,7 +188,7 @@ def main() -> None:
         "pairranker alone (knockout)": run_strategy("knockout", rank_items(dev), scorer),
         "pairranker alone (bubble)": run_strategy("bubble", rank_items(dev), scorer),
     }
-    cv, combos, full_of, started = {}, {}, {}, time.perf_counter()
+    cv, combos, full_of, full_cv, started = {}, {}, {}, {}, time.perf_counter()
     for categories in (False, True):
         settings = PoolSettings(oracle=ORACLE, categories=categories)
         features = cross_fitted_features(data, settings, length_scale=length_scale, embed=embed)
@@ -201,6 +203,7 @@ def main() -> None:
             terms_dev = dev_terms(dev, pool, combo, settings, embeddings)
             rankings[label] = rank_with_pool(dev, terms_dev, combo, scorer, strategy="pool-seeded")
             full_of[label] = rank_with_pool(dev, terms_dev, combo, scorer, strategy="full")
+            full_cv[label] = full_cv_top1(features, terms, length_scale)
         # + the ranker, calibrated on H with strengths that never saw H
         h_features = example_features(
             h,
@@ -221,10 +224,12 @@ def main() -> None:
         full_of[label] = rankings[f"{label}, full"] = rank_with_pool(
             dev, terms_dev, combo, scorer, strategy="full"
         )
+        full_cv[label] = full_cv_top1(h_features, (*FREE, "ranker"), length_scale)
     print(f"fits: {time.perf_counter() - started:.0f} s")
     ship = max((k for k in cv), key=lambda k: cv[k])
     same_pick = {
-        label: (same_top1(rankings[label], full), mean_pick(dev, full)) for label, full in full_of.items()
+        label: (same_top1(rankings[label], full), mean_pick(dev, full), full_cv[label])
+        for label, full in full_of.items()
     }
     write_report(args, dev, rankings, combos, cv, ship, len(h), same_pick)
     threshold_plot(args.plot, dev, data, combos[ship], ship, embeddings, scorer, length_scale)
@@ -236,6 +241,27 @@ def mean_pick(examples, rankings) -> float:
     return float(
         np.mean([ex.candidates[r.best].scores[ORACLE] for ex, r in zip(examples, rankings, strict=True)])
     )
+
+
+def full_cv_top1(features, terms, length_scale: float) -> float:
+    """Train cross-validated top-1 of the ``full`` strategy: in each fold, the weights fitted on the
+    other folds and the pick the candidate with the highest mean combined log-odds."""
+    fold_of = instruction_folds(features.examples)
+    picked = []
+    for fold in range(FOLDS):
+        train = [k for k, f in enumerate(fold_of) if f != fold]
+        _, weights = fit_switch(
+            [features.terms[k] for k in train],
+            [features.truth[k] for k in train],
+            [features.favourites[k] for k in train],
+            tuple(terms),
+        )
+        combo = Combination(weights, length_scale=length_scale)
+        for k in (k for k, f in enumerate(fold_of) if f == fold):
+            logits = combo.logits(features.terms[k])
+            np.fill_diagonal(logits, 0.0)
+            picked.append(features.truth[k][int(np.argmax(logits.sum(axis=1)))])
+    return float(np.mean(picked))
 
 
 def same_top1(a, b) -> float:
@@ -300,10 +326,10 @@ def write_report(args, dev, rankings, combos, cv, ship, n_held, same_pick) -> No
         markdown_table((header, rows)),
         "\n**Pool-seeded vs full** (the same combination, every pair scored and candidates ordered by "
         "mean combined log-odds): the share of dev instructions with the same pick, and full's dev "
-        "top-1:\n",
+        "top-1 and train CV top-1 (the ranker rows: CV on the held-out train instructions):\n",
         *(
-            f"- {k}: {fmt_percent(same)}% same pick; full {fmt_number(top1)}"
-            for k, (same, top1) in same_pick.items()
+            f"- {k}: {fmt_percent(same)}% same pick; full {fmt_number(top1)} (CV {fmt_number(full)})"
+            for k, (same, top1, full) in same_pick.items()
         ),
         "\n**Fitted combinations** (bias, weights, threshold, in-sample ECE of P(challenger beats "
         "favourite)):\n",

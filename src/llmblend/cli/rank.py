@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -114,23 +115,30 @@ def rank_command(
             gpus_per_worker=gpus_per_worker,
             shard_size=shard_size,
         )
+        job = RankJob(recipe, files, out, strategy, chunk_size, limit)
         if ray_options is None:
-            _rank_locally(recipe, files, out, strategy, chunk_size, limit)
+            _rank_locally(job)
         else:
-            _rank_on_ray(recipe, files, out, strategy, chunk_size, limit, ray_options)
+            _rank_on_ray(job, ray_options)
 
 
-def _rank_locally(
-    recipe: RankerRecipe,
-    files: list[Path],
-    out: Path,
-    strategy: str | None,
-    chunk_size: int,
-    limit: int | None,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class RankJob:
+    """What ``llmblend rank`` was asked, whichever engine runs it."""
+
+    recipe: RankerRecipe
+    files: list[Path]
+    out: Path
+    strategy: str | None
+    chunk_size: int
+    limit: int | None
+
+
+def _rank_locally(job: RankJob) -> None:
     from llmblend.rank.rank_file import pending_examples, rank_pending
 
-    todo, done = pending_examples(files, out, limit)
+    recipe, out, strategy = job.recipe, job.out, job.strategy
+    todo, done = pending_examples(job.files, out, job.limit)
     if done:
         err_console.print(f"{out}: {done} examples already ranked; ranking the {len(todo)} left")
     ranker, label = recipe.build()
@@ -147,31 +155,29 @@ def _rank_locally(
             already_done=done,
             strategy=strategy,
             ranker_label=label,
-            chunk_size=chunk_size,
+            chunk_size=job.chunk_size,
             on_chunk=on_chunk,
         )
     console.print(_report_line(report, out), highlight=False, markup=False)
 
 
-def _rank_on_ray(
-    recipe: RankerRecipe,
-    files: list[Path],
-    out: Path,
-    strategy: str | None,
-    chunk_size: int,
-    limit: int | None,
-    options: dict,
-) -> None:
+def _rank_on_ray(job: RankJob, options: dict) -> None:
     from llmblend.engines.ray_rank import rank_file_on_ray
     from llmblend.engines.ray_session import require_ray
 
     require_ray("llmblend rank --engine ray")
     report = rank_file_on_ray(
-        recipe, files, out, strategy=strategy, chunk_size=chunk_size, limit=limit, **options
+        job.recipe,
+        job.files,
+        job.out,
+        strategy=job.strategy,
+        chunk_size=job.chunk_size,
+        limit=job.limit,
+        **options,
     )
     title = f"Ray workers (strategy {report.strategy or '-'})"
     console.print(ray_workers_table(report.workers, report.ranked_now, report.seconds, title))
-    console.print(_ray_line(report, out), highlight=False, markup=False)
+    console.print(_ray_line(report, job.out), highlight=False, markup=False)
 
 
 def _ray_line(report: RayRankReport, out: Path) -> str:
