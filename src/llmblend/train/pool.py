@@ -347,12 +347,10 @@ def one_standard_error_choice(scores: dict[float, np.ndarray]) -> float:
     """The highest threshold whose per-instruction pick scores trail the best threshold's by at most
     one standard error of their paired difference (``scores``: threshold → score per instruction)."""
     best = max(scores, key=lambda t: (round(float(scores[t].mean()), 9), t))
-    n = len(scores[best])
 
     def close_enough(t: float) -> bool:
-        gap = scores[best] - scores[t]
-        error = float(gap.std(ddof=1)) / np.sqrt(n) if n > 1 else 0.0
-        return float(gap.mean()) <= error + 1e-12
+        gap, error = paired_gap(scores[best], scores[t])
+        return gap <= error + 1e-12
 
     return max(t for t in scores if t >= best and close_enough(t))
 
@@ -363,9 +361,15 @@ def gated_choice(scores: dict[float, np.ndarray]) -> float:
     (``scores``: threshold → score per instruction)."""
     best = max(scores, key=lambda t: (round(float(scores[t].mean()), 9), t))
     cautious = max(scores)
-    gap = scores[best] - scores[cautious]
+    gap, error = paired_gap(scores[best], scores[cautious])
+    return best if gap > error + 1e-12 else cautious
+
+
+def paired_gap(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
+    """The mean of ``first − second`` (per-instruction scores) and its standard error."""
+    gap = first - second
     error = float(gap.std(ddof=1)) / np.sqrt(len(gap)) if len(gap) > 1 else 0.0
-    return best if float(gap.mean()) > error + 1e-12 else cautious
+    return float(gap.mean()), error
 
 
 def _fit(features: Features, rows: Iterable[int], terms: Sequence[str]) -> tuple[float, dict[str, float]]:
