@@ -20,7 +20,7 @@ Models are cached under ``$LLMBLEND_CACHE/onnx/<key>/model.onnx`` (default
 the variant and the torch/onnxruntime versions. A ranker loaded from a folder also records which
 key the folder's files give (``onnx/by-folder/<folder key>``, :func:`remember_folder`), so a later
 load finds the graph from the files alone (:func:`cached_graph_key`), without torch; each file's
-digest is remembered by its path, size, modification time and inode (``onnx/digests``,
+digest is remembered by its path, size, inode and modification and change times (``onnx/digests``,
 :func:`file_digest`), so that lookup does not read the weights again. Files appear
 by ``os.replace`` only, so a crash never leaves a partial model that a later call would load.
 """
