@@ -10,11 +10,11 @@ import gzip
 import json
 import lzma
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from llmblend.atomic import write_file
 from llmblend.errors import DataFormatError, DataNotFoundError, DataProblem
 
 #: One file, or several read one after another as if they were one (a sharded input).
@@ -129,24 +129,19 @@ def dumps(record: Any) -> str:
 
 
 def write_jsonl(records: Iterable[Any], path: str | Path) -> int:
-    """Write records to ``path`` atomically (temporary file, then rename); return the count.
+    """Write records to ``path`` atomically (:func:`llmblend.atomic.write_file`); return the count.
 
     A crash mid-write leaves any earlier file at ``path`` untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for record in records:
-                handle.write(dumps(record) + "\n")
-                count += 1
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a data file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def lines() -> Iterator[str]:
+        nonlocal count
+        for record in records:
+            yield dumps(record) + "\n"
+            count += 1
+
+    write_file(path, lines())
     return count
 
 

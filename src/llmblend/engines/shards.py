@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from llmblend.atomic import write_file
 from llmblend.data.jsonl import Sources, dumps, source_paths
 from llmblend.data.mixinstruct import example_from_record, read_mixinstruct, record_from_example
 from llmblend.errors import LlmblendError
@@ -117,7 +117,7 @@ def prepare_folder(folder: Path, settings: dict[str, Any]) -> None:
         stale.unlink(missing_ok=True)
     manifest = folder / MANIFEST
     if not manifest.is_file():
-        _write_atomically(manifest, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        write_file(manifest, json.dumps(settings, indent=2, sort_keys=True) + "\n")
         return
     before = json.loads(manifest.read_text(encoding="utf-8"))
     changed = [key for key in sorted(set(before) | set(settings)) if before.get(key) != settings.get(key)]
@@ -144,7 +144,7 @@ def is_finished(folder: Path, shard: ShardIds | Shard) -> bool:
 def write_shard(folder: Path, index: int, text: str) -> Path:
     """Write a finished shard's records (JSONL text) atomically: a temporary file, then a rename."""
     path = shard_path(folder, index)
-    _write_atomically(path, text)
+    write_file(path, text)
     return path
 
 
@@ -207,17 +207,3 @@ def _append(path: Path, text: str) -> None:
         handle.write(text.encode("utf-8"))
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

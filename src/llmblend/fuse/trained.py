@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from llmblend.atomic import replace_folder
 from llmblend.errors import LlmblendError
-from llmblend.folders import replace_folder
 from llmblend.fuse.base import Fused, FuseItem
 from llmblend.fuse.inputs import MODEL_KINDS, ModelKind, encode_source
 from llmblend.hf_loading import import_ml, is_peft_model, load_lm

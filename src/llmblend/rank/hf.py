@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from llmblend.atomic import replace_folder
 from llmblend.errors import LlmblendError, MissingExtraError
-from llmblend.folders import replace_folder
 from llmblend.rank.base import CONFIG_KEY, FORMAT_VERSION
 
 if TYPE_CHECKING:

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from llmblend.atomic import write_file
 from llmblend.errors import LlmblendError, MissingExtraError
 from llmblend.rank.base import PairQuery
 
@@ -237,7 +238,7 @@ def file_digest(path: Path, cache_dir: str | Path | None = None) -> bytes:
     with path.open("rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").digest()
     if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) > RACY_SECONDS * 1e9:
-        _write_small(memo, digest.hex() + "\n")
+        write_file(memo, digest.hex() + "\n")
     return digest
 
 
@@ -260,15 +261,7 @@ def _onnx_dir(cache_dir: str | Path | None) -> Path:
 def remember_folder(key: str, graph_key: str, cache_dir: str | Path | None = None) -> None:
     """Record that the files with :func:`folder_key` ``key`` give the graph :func:`cache_key`
     ``graph_key`` (written once the weights are loaded and before anything can change them)."""
-    _write_small(_alias_path(key, cache_dir), graph_key + "\n")
-
-
-def _write_small(path: Path, text: str) -> None:
-    """Write a small text file by rename, so a reader sees it whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(text, encoding="utf-8")
-    os.replace(staging, path)
+    write_file(_alias_path(key, cache_dir), graph_key + "\n")
 
 
 def cached_graph_key(key: str, cache_dir: str | Path | None = None) -> str | None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from llmblend.atomic import write_file
 from llmblend.rank.base import CONFIG_KEY, PairQuery
 from llmblend.rank.calibration import brier_score, expected_calibration_error, fit_temperature, probabilities
 from llmblend.types import Example
@@ -112,9 +111,4 @@ def write_temperature(folder: str | Path, temperature: float) -> None:
     if CONFIG_KEY not in config:
         raise ValueError(f"{path} has no {CONFIG_KEY!r} section: not a PairRanker llmblend saved")
     config[CONFIG_KEY]["temperature"] = round(float(temperature), 6)
-    handle, staging = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".json")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        json.dump(config, file, indent=2)
-        file.write("\n")
-    os.chmod(staging, 0o644)
-    os.replace(staging, path)
+    write_file(path, json.dumps(config, indent=2) + "\n")

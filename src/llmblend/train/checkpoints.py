@@ -1,28 +1,21 @@
-"""Small pieces both training loops share: atomic text files, a training log cut back to the
-checkpoint a run resumes from, the random state an exact resume restores, and the learning-rate
-schedule."""
+"""Small pieces both training loops share: a training log cut back to the checkpoint a run
+resumes from, the random state an exact resume restores, and the learning-rate schedule."""
 
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from llmblend.atomic import write_file
+
 
 def normalise(value: Any) -> Any:
     """A setting as it reads back from JSON (tuples become lists), to compare resumed settings."""
     return list(value) if isinstance(value, tuple | list) else value
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a partial file beside it, then renamed)."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
 
 
 def truncate_log(path: Path, step: int) -> None:
@@ -36,7 +29,7 @@ def truncate_log(path: Path, step: int) -> None:
                 kept.append(line)
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line cut short by the interruption
-    write_text(path, "".join(line + "\n" for line in kept))
+    write_file(path, "".join(line + "\n" for line in kept))
 
 
 def rng_state() -> dict[str, Any]:

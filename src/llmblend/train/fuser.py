@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from llmblend.atomic import write_file
 from llmblend.errors import LlmblendError
 from llmblend.fuse.trained import TrainedFuser, portable_spec
 from llmblend.hf_loading import import_ml, import_peft, load_lm, pick_device, set_threads
@@ -56,7 +57,6 @@ from llmblend.train.checkpoints import (
     rng_state,
     truncate_log,
     warmup_then_linear_decay,
-    write_text,
 )
 from llmblend.train.config import config_to_yaml, setting
 from llmblend.train.distributed import DataParallel, data_parallel, require_same_world_size
@@ -431,7 +431,7 @@ class FuserTrainer:
         start, best, best_dev = state["step"], state["best"], state["best_dev"]
         self.history = state["history"]
         if group.is_main:
-            write_text(self.out / "config.yaml", config_to_yaml(s))
+            write_file(self.out / "config.yaml", config_to_yaml(s))
         model = group.wrap(fuser.model)
         keep_logits = fuser.kind == "causal" and supports_logits_to_keep(fuser.model)
         fuser.model.train()
@@ -559,7 +559,7 @@ class FuserTrainer:
         """``last/``: the fuser's files plus ``training_state.pt``, built beside it and renamed in."""
         import torch
 
-        from llmblend.folders import replace_folder
+        from llmblend.atomic import replace_folder
 
         states = self.group.gather(rng_state())
         if not self.group.is_main:

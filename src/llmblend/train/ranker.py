@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from llmblend.atomic import write_file
 from llmblend.errors import LlmblendError
 from llmblend.rank import hf
 from llmblend.rank.encoding import to_device
@@ -46,7 +47,6 @@ from llmblend.train.checkpoints import (
     rng_state,
     truncate_log,
     warmup_then_linear_decay,
-    write_text,
 )
 from llmblend.train.config import config_to_yaml, setting
 from llmblend.train.distributed import DataParallel, data_parallel, require_same_world_size
@@ -455,7 +455,7 @@ class RankerTrainer:
         start, best = state["step"], state["best"]
         self.history = state["history"]
         if group.is_main:
-            write_text(self.out / "config.yaml", config_to_yaml(c))
+            write_file(self.out / "config.yaml", config_to_yaml(c))
         loss_fn = get_loss(c.loss)
         module.train()
         for step in range(start, steps):
