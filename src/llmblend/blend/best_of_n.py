@@ -29,16 +29,21 @@ def sample_slots(backend: Backend, params: GenerationParams, n: int) -> list[Slo
     return [Slot(backend, replace(params, seed=first + i)) for i in range(n)]
 
 
-def best_of_n_slots(
-    config: Path | None, backend: str | None, n: int, cores: int | None = None
-) -> tuple[list[Slot], str]:
-    """The ``n`` sample slots of one backend of a models.yaml (its first when ``backend`` is None;
-    None config: the packaged local models) on its first sampling variant, and the backend's name."""
+def sampled_backend(config: Path | None, backend: str | None, n: int) -> tuple[BackendSpec, GenerationParams]:
+    """The backend of a models.yaml that best-of-n samples (its first when ``backend`` is None; None
+    config: the packaged local models) and its first sampling variant, checked for ``n`` samples;
+    nothing is built, so this is cheap enough to fail fast on."""
     parsed = load_backend_config(config)
     spec = backend_spec(parsed, backend)
     params = spec.sampling_variants(parsed.defaults)[0]
     check_sampling(params, n, spec.display_name)
-    return sample_slots(build_backend(spec, cores or os.cpu_count() or 1), params, n), spec.display_name
+    return spec, params
+
+
+def best_of_n_slots(config: Path | None, backend: str | None, n: int, cores: int | None = None) -> list[Slot]:
+    """The ``n`` sample slots of :func:`sampled_backend`, its local models sharing ``cores`` cores."""
+    spec, params = sampled_backend(config, backend, n)
+    return sample_slots(build_backend(spec, cores or os.cpu_count() or 1), params, n)
 
 
 def backend_spec(config: GenerateConfig, name: str | None) -> BackendSpec:

@@ -79,7 +79,7 @@ def best_of_n_command(
     With --engine ray, Ray workers draw the samples (the backend's concurrency holding for all of
     them together) and then rank them, as generate and rank do with --engine ray.
     """
-    from llmblend.blend.best_of_n import best_of_n_slots
+    from llmblend.blend.best_of_n import sampled_backend
     from llmblend.cli.generate import generate_locally, generate_on_ray
     from llmblend.data.generate import read_instructions
     from llmblend.engines.recipe import SlotsRecipe
@@ -97,8 +97,8 @@ def best_of_n_command(
             shard_size=shard_size,
         )
         items = read_instructions(instructions)[:limit]
-        # the backend's name; fails now, before any sample, when the backend decodes greedily
-        _, name = best_of_n_slots(config, backend, n)
+        # fails now, before any sample, when the backend decodes greedily
+        name = sampled_backend(config, backend, n)[0].display_name
         slots = SlotsRecipe(config, backend, n)
         ranker = RankerRecipe(ranker_spec, model, runtime)
         what = f"sampling {name} x{n}"

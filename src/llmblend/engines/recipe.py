@@ -126,7 +126,7 @@ class SlotsRecipe:
             return build_slots(load_backend_config(self.config), cores)
         from llmblend.blend.best_of_n import best_of_n_slots
 
-        return best_of_n_slots(self.config, self.backend, self.n, cores)[0]
+        return best_of_n_slots(self.config, self.backend, self.n, cores)
 
     def settings(self) -> dict[str, Any]:
         """The recipe as JSON-ready settings."""
