@@ -33,20 +33,19 @@ from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.data.preferences import read_preferences
 from llmblend.eval.ranking import correlation, fmt_number, fmt_percent, markdown_table, selection_quality
 from llmblend.rank.base import PairQuery, rank_items
-from llmblend.rank.combine import Combination, fit_switch
+from llmblend.rank.combine import Combination
 from llmblend.rank.pool_ranker import rank_with_pool
 from llmblend.rank.strategies import run_strategy
 from llmblend.train.pool import (
     DEFAULT_TERMS,
     DEFAULT_THRESHOLD_RULE,
-    FOLDS,
     JudgedData,
     PoolSettings,
+    cross_fits,
     cross_fitted_features,
     example_features,
     fit_combination,
     fit_pool_from,
-    instruction_folds,
     length_scale_of,
 )
 from llmblend.types import prompt_text
@@ -246,18 +245,10 @@ def mean_pick(examples, rankings) -> float:
 def full_cv_top1(features, terms, length_scale: float) -> float:
     """Train cross-validated top-1 of the ``full`` strategy: in each fold, the weights fitted on the
     other folds and the pick the candidate with the highest mean combined log-odds."""
-    fold_of = instruction_folds(features.examples)
     picked = []
-    for fold in range(FOLDS):
-        train = [k for k, f in enumerate(fold_of) if f != fold]
-        _, weights = fit_switch(
-            [features.terms[k] for k in train],
-            [features.truth[k] for k in train],
-            [features.favourites[k] for k in train],
-            tuple(terms),
-        )
+    for _, weights, test in cross_fits(features, terms):
         combo = Combination(weights, length_scale=length_scale)
-        for k in (k for k, f in enumerate(fold_of) if f == fold):
+        for k in test:
             logits = combo.logits(features.terms[k])
             np.fill_diagonal(logits, 0.0)
             picked.append(features.truth[k][int(np.argmax(logits.sum(axis=1)))])

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -298,14 +298,8 @@ def fit_combination(
     most cautious: switching at all must pay beyond that noise.
     """
     check_choices(terms, threshold_rule)
-    fold_of = instruction_folds(features.examples, folds)
     picked = {t: [] for t in thresholds}
-    for fold in range(folds):
-        train = [k for k, f in enumerate(fold_of) if f != fold]
-        test = [k for k, f in enumerate(fold_of) if f == fold]
-        if not train or not test:
-            continue
-        bias, weights = _fit(features, train, terms)
+    for bias, weights, test in cross_fits(features, terms, folds):
         for t in thresholds:
             combo = Combination(weights, length_scale=length_scale, threshold=t, bias=bias)
             picked[t] += [_pick_score(features, k, combo) for k in test]
@@ -332,6 +326,19 @@ def fit_combination(
         },
         calibration=_calibration(features, combination),
     )
+
+
+def cross_fits(
+    features: Features, terms: Sequence[str], folds: int = FOLDS
+) -> Iterator[tuple[float, dict[str, float], list[int]]]:
+    """For each fold of instructions (:func:`instruction_folds`): the switch bias and weights fitted
+    on the other folds, and the rows of this fold's examples, to score what those weights pick."""
+    fold_of = instruction_folds(features.examples, folds)
+    for fold in range(folds):
+        train = [k for k, f in enumerate(fold_of) if f != fold]
+        test = [k for k, f in enumerate(fold_of) if f == fold]
+        if train and test:
+            yield (*_fit(features, train, terms), test)
 
 
 def check_choices(terms: Sequence[str], threshold_rule: str) -> None:
