@@ -1,11 +1,12 @@
-"""Does the shipped ranker judge better when it sees whole answers? Pair token budget 256 / 384 / 512.
+"""Does a ranker judge better when it sees whole answers? Pair token budget 256 / 384 / 512.
 
-The shipped ranker was trained with a 256-token pair budget (each answer gets about 104 tokens);
-MiniLM has 512 positions. For each budget: accuracy of the debiased comparison on the alpaca-blend
-dev candidate pairs whose oracle scores differ by more than 0.1 (the pairs that move a pick), and
-pairs per second, all in one run (runtime ``onnx``, exact).
+The shipped ranker was trained with a 256-token pair budget (each answer gets about 104 tokens),
+``--model`` may name one trained with another; MiniLM has 512 positions. For each budget: accuracy
+of the debiased comparison on the alpaca-blend dev candidate pairs whose oracle scores differ by
+more than 0.1 (the pairs that move a pick), and pairs per second, all in one run (runtime
+``onnx``, exact).
 
-    .venv/bin/python bench/ranker_budget.py
+    .venv/bin/python bench/ranker_budget.py [--model DIR] [--budgets 256 384] [--max-pairs 1000]
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ ORACLE = "gpt4_win"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("build/alpaca-blend/dev.jsonl"))
+    parser.add_argument("--model", default=None, help="a PairRanker folder (default: the shipped one)")
     parser.add_argument("--runtime", default="onnx")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[256, 384, 512], help="tokens per pair")
     parser.add_argument("--max-pairs", type=int, default=300)
     args = parser.parse_args()
     pairs = []
@@ -41,10 +44,14 @@ def main() -> None:
     queries = [q for q, _ in pairs]
     truth = np.array([s for _, s in pairs])
     print(f"{len(pairs)} dev pairs > 0.1 apart; runtime {args.runtime}")
+    if args.model:
+        ranker = PairRanker.from_pretrained(args.model, runtime=args.runtime, batch_size=16)
+    else:
+        ranker = PairRanker.default(runtime=args.runtime, batch_size=16)
+    print(f"ranker {args.model or 'shipped'}, trained at {ranker.config.max_length} tokens per pair")
     print("| pair budget (tokens) | tokens per answer | accuracy | pairs/s |")
     print("|---:|---:|---:|---:|")
-    ranker = PairRanker.default(runtime=args.runtime, batch_size=16)
-    for budget in (256, 384, 512):
+    for budget in args.budgets:
         ranker.config = replace(ranker.config, max_length=budget)
         per_answer = (budget - ranker.config.source_max_length) // 2
         started = time.perf_counter()
