@@ -12,7 +12,9 @@ the two measured inputs of the README's estimate for ranking 1M examples x 16 ca
 
 The driver's side: how fast it reads ``--train`` into shards (parses every example, serializes
 each shard, puts it into Ray's object store) and how much memory its heap holds per example
-meanwhile, against holding every shard (``--driver-only`` measures just that).
+meanwhile, against holding every shard, and how fast it counts the input's lines, plain, gzip and
+xz, which is all it does before the first shard goes to the workers (``--driver-only`` measures
+just that).
 
 Then Ray's fixed costs with a ranker that costs nothing (``-r longest``; best of 3): starting a
 local Ray (``ray.init``), a whole job of one shard (actor start, Ray Data planning, the merge),
@@ -31,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from llmblend.data.jsonl import count_lines
 from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.engines.ray_rank import RayRankReport, rank_file_on_ray
 from llmblend.engines.ray_session import put_shard, ray_session, require_ray
@@ -142,6 +145,35 @@ def print_driver(train: Path) -> None:
         f"them into Ray's object store; its heap keeps {streamed:.2f} KB per example (holding "
         f"every shard: {held:.1f} KB)\n"
     )
+    print("Before the first shard the driver counts the input's lines (the bound on its shards):\n")
+    print("| input | MB on disk | lines counted per second | uncompressed MB/s |")
+    print("|---|---:|---:|---:|")
+    for name, megabytes, lines_per_second, throughput in counting_rates(_copies(train, 5)):
+        print(f"| {name} | {megabytes:.1f} | {lines_per_second:,.0f} | {throughput:,.0f} |")
+
+
+def counting_rates(source: Path) -> list[tuple[str, float, float, float]]:
+    """(file, its MB on disk, lines per second, uncompressed MB per second) of :func:`count_lines`
+    on ``source``, plain, gzip and xz; best of 3."""
+    import gzip
+    import lzma
+
+    data = source.read_bytes()
+    lines = count_lines(source)
+    variants = {source: data, source.with_suffix(".jsonl.gz"): gzip.compress(data, 6)}
+    variants[source.with_suffix(".jsonl.xz")] = lzma.compress(data)
+    rates = []
+    for path, content in variants.items():
+        path.write_bytes(content)
+        seconds = min(_timed(count_lines, path) for _ in range(3))
+        rates.append((path.name, len(content) / 1e6, lines / seconds, len(data) / 1e6 / seconds))
+    return rates
+
+
+def _timed(function, *args) -> float:
+    started = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - started
 
 
 def main() -> None:

@@ -113,6 +113,42 @@ def test_ray_output_is_the_local_output_with_a_spec_ranker_on_two_input_files_on
     assert "ranked 0 examples" in again and ray.read_bytes() == local.read_bytes()
 
 
+def test_the_workers_start_while_the_driver_reads_and_ray_holds_a_few_shards(
+    ray_cluster, dev_slice: Path, tmp_path: Path
+) -> None:
+    """12 shards of one example for 2 workers: never more than 2 x 2 of them in Ray at once, so the
+    workers were ranking before the driver had read the input (it used to put all 12 first)."""
+    local, ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    rank(str(dev_slice), "--out", str(local), "-r", "longest")
+    output = rank_on_ray(ray_cluster, str(dev_slice), "--out", str(ray), "-r", "longest", shard_size=1)
+    assert f"{N_EXAMPLES} shards ranked now" in output
+    assert 1 <= int(re.search(r"at most (\d+) in Ray at once", output).group(1)) <= 4
+    assert ray.read_bytes() == local.read_bytes()
+
+
+def test_a_malformed_line_stops_the_job_keeping_what_came_before(
+    ray_cluster, dev_slice: Path, tmp_path: Path
+) -> None:
+    """The driver meets the bad line while workers rank the shards before it: the error names the
+    file and line, those shards are kept, and the rerun on the mended file ranks only the rest."""
+    lines = dev_slice.read_text(encoding="utf-8").splitlines(keepends=True)
+    source = tmp_path / "dev12.jsonl"
+    source.write_text("".join([*lines[:9], "{not json\n", *lines[10:]]), encoding="utf-8")
+    out = tmp_path / "ray.jsonl"
+    command = [sys.executable, "-m", "llmblend", "rank", str(source), "--out", str(out), "-r", "longest"]
+    failed = subprocess.run(command + ray_args(ray_cluster, shard_size=2), capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert f"{source}:10: not valid JSON" in failed.stderr, failed.stderr[-3000:]
+    kept = sorted(p.name for p in (tmp_path / "ray.jsonl.shards").glob("shard-*.jsonl"))
+    assert kept == [f"shard-{k:06d}.jsonl" for k in range(4)] and not out.exists()
+    source.write_text("".join(lines), encoding="utf-8")
+    output = rank_on_ray(ray_cluster, str(source), "--out", str(out), "-r", "longest", shard_size=2)
+    assert "2 shards ranked now" in output and re.search(r"in Ray at once\), 4 \(8 records\)", output)
+    local = tmp_path / "local.jsonl"
+    rank(str(source), "--out", str(local), "-r", "longest")
+    assert out.read_bytes() == local.read_bytes()
+
+
 def driver(cluster, source: Path, out: Path, shard_size: int) -> subprocess.Popen:
     """``llmblend rank --engine ray`` as a subprocess, its output in files beside OUT."""
     command = [sys.executable, "-m", "llmblend", "rank", str(source), "--out", str(out), *BUBBLE]
@@ -143,7 +179,7 @@ def test_a_killed_driver_reruns_only_unfinished_shards(
     finished = len(list((tmp_path / "ray.jsonl.shards").glob("shard-*.jsonl")))
     assert 1 <= finished < 4 and not out.exists()
     output = rank_on_ray(ray_cluster, str(dev_slice), "--out", str(out), *BUBBLE, shard_size=3)
-    reused = int(re.search(r"shards ranked now, (\d+) \(", output).group(1))
+    reused = int(re.search(r"in Ray at once\), (\d+) \(", output).group(1))
     assert reused == finished
     assert out.read_bytes() == local_bubble
     assert len(set(ids(out))) == N_EXAMPLES

@@ -185,7 +185,8 @@ def _ray_line(report: RayRankReport, out: Path) -> str:
         f"ranked {report.ranked_now} examples on Ray in {report.seconds:.1f} s "
         f"({report.records_per_second:.2f} records/s; {report.startup_seconds:.1f} s joining Ray, "
         f"{report.n_forward} forwards); {_usage_text(report.usage)}"
-        f"{report.shards_run} shards ranked now, {report.shards_reused} ({report.reused} records) from an "
+        f"{report.shards_run} shards ranked now (at most {report.read_ahead} in Ray at once), "
+        f"{report.shards_reused} ({report.reused} records) from an "
         f"earlier run; {report.already_done} were already done, {report.failed} failed; output: {out}"
     )
 

@@ -7,6 +7,7 @@ produces the same kind of error: file, line number, field, and what was expected
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import lzma
 import os
@@ -27,14 +28,33 @@ RecordCheck = Callable[[Any], list[FieldProblem]]
 
 def open_text(path: str | Path) -> IO[str]:
     """Open a text file for reading, decompressing ``.xz`` and ``.gz`` transparently."""
+    return io.TextIOWrapper(open_bytes(path), encoding="utf-8")
+
+
+def open_bytes(path: str | Path) -> IO[bytes]:
+    """Open a file for reading bytes, decompressing ``.xz`` and ``.gz`` transparently."""
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"no such file: {path}")
     if path.suffix == ".xz":
-        return lzma.open(path, "rt", encoding="utf-8")
+        return lzma.open(path, "rb")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+        return gzip.open(path, "rb")
+    return path.open("rb")
+
+
+def count_lines(sources: Sources, chunk_bytes: int = 1 << 22) -> int:
+    """How many lines ``sources`` hold (a last line without a newline counts): a bound on their
+    records, found without parsing them (about a second per GB of plain JSONL)."""
+    lines = 0
+    for path in source_paths(sources):
+        last = b"\n"
+        with open_bytes(path) as handle:
+            while chunk := handle.read(chunk_bytes):
+                lines += chunk.count(b"\n")
+                last = chunk[-1:]
+        lines += last != b"\n"
+    return lines
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:

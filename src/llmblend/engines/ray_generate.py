@@ -52,6 +52,7 @@ from llmblend.engines.ray_session import (
     per_worker,
     put_shard,
     ray_session,
+    shards_dataset,
     worker_label,
 )
 from llmblend.engines.recipe import SlotsRecipe
@@ -192,8 +193,8 @@ def _run(
         check_cpus(options)
         limits = start_limits(slot.backend for slot in slots)
         actor_kwargs = {**actor_kwargs, "limits": limits}
-        blocks = [put_shard(shard) for shard in shards]
-        for row in map_shards(blocks, ShardGenerator, actor_kwargs, RESULT_COLUMNS, options):
+        dataset = shards_dataset([put_shard(shard) for shard in shards])
+        for row in map_shards(dataset, ShardGenerator, actor_kwargs, RESULT_COLUMNS, options):
             records = [json.loads(line) for line in row.pop("records").split("\n") if line.strip()]
             write_answers(out, records, report.generated)
             report.generated.usage.merge(json.loads(row.pop("usage")))

@@ -59,7 +59,8 @@ class RayRankReport:
     ``ranked``: records appended to OUT by this run, of which ``reused`` came from shards an
     earlier, interrupted run had finished; ``startup_seconds``: joining or starting Ray;
     ``failed``: those records whose ranking has an error; ``seconds``: the whole job, reading and
-    merging included.
+    merging included; ``read_ahead``: the most shards in Ray at once (the driver reads no further
+    ahead of the workers).
     """
 
     ranked: int
@@ -74,6 +75,7 @@ class RayRankReport:
     strategy: str | None
     workers: dict[str, WorkerStats] = field(default_factory=dict)
     usage: dict[str, Any] | None = None
+    read_ahead: int = 0
 
     @property
     def ranked_now(self) -> int:
@@ -218,4 +220,5 @@ def _report(result: ShardJobResult) -> RayRankReport:
         strategy=rows[0]["strategy"] if rows else None,
         workers=per_worker(rows, "ranked"),
         usage=usage,
+        read_ahead=result.read_ahead,
     )

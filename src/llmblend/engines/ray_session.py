@@ -1,7 +1,8 @@
 """What every Ray job of llmblend shares: joining Ray, mapping shards over an actor pool, Ray's errors.
 
 A job cuts its input into shards (one row each, put into the object store as a block of its own by
-:func:`put_shard`), and :func:`map_shards` runs them on a Ray Data ``map_batches`` over an actor
+:func:`put_shard`: all at once in :func:`shards_dataset`, or as the driver reads them in
+:mod:`llmblend.engines.feed`), and :func:`map_shards` runs them on a Ray Data ``map_batches`` over an actor
 pool: each actor builds its heavy parts (a ranker, backends) once in its constructor and then
 handles one shard per call. Rows come back as the workers finish them.
 """
@@ -112,22 +113,27 @@ def put_shard(row: dict[str, Any]) -> Any:
     return require_ray().put(pa.Table.from_pylist([row]))
 
 
+def shards_dataset(blocks: Sequence[Any]) -> Any:
+    """A Ray Data dataset of the shards of ``blocks`` (references from :func:`put_shard`), one row
+    each: for a job whose shards are all known before it starts (``generate``)."""
+    return require_ray().data.from_arrow_refs(list(blocks))
+
+
 def map_shards(
-    blocks: Sequence[Any],
+    dataset: Any,
     actor: type,
     actor_kwargs: dict[str, Any],
     columns: Sequence[str],
     options: RayOptions,
 ) -> Iterator[dict[str, Any]]:
-    """``actor(**actor_kwargs)(batch)`` over the shards of ``blocks`` (references from
-    :func:`put_shard`, one shard each), on ``options.num_workers`` actors; each result row's
-    ``columns`` as plain Python values, in the order workers finish them.
+    """``actor(**actor_kwargs)(batch)`` over the shard rows of ``dataset`` (:func:`shards_dataset`,
+    or a :class:`~llmblend.engines.feed.ShardFeed`'s), on ``options.num_workers`` actors; each
+    result row's ``columns`` as plain Python values, in the order workers finish them.
 
     A worker that dies is restarted and its shard retried, ``options.max_retries`` times; then the
     job fails with :class:`LlmblendError` (what the workers had finished was already yielded).
     """
     ray = require_ray()
-    dataset = ray.data.from_arrow_refs(list(blocks))
     with warnings.catch_warnings():
         # Ray 2.60 takes max_restarts / max_task_retries only as (deprecated) extra remote args
         warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")

@@ -1,12 +1,12 @@
 """The driver of a Ray job over MixInstruct files' shards (``rank``, ``eval judge``).
 
 :func:`run_shard_job` reads the input once, shard by shard (:mod:`llmblend.engines.shards`): it
-checks or writes the manifest of the job's settings and puts each shard not yet finished into Ray's
-object store (which spills to disk), so the driver keeps only ids and references, not the
-examples, whatever the input's size. It maps those shards over an actor pool
-(:func:`~llmblend.engines.ray_session.map_shards`), writes each shard the workers return (the
-``records`` column) as it arrives, then merges every shard into OUT in input order and removes the
-shard folder. The backends an actor calls get one cluster-wide in-flight limit each
+checks or writes the manifest of the job's settings and feeds each shard not yet finished to an
+actor pool (:mod:`llmblend.engines.feed`, :func:`~llmblend.engines.ray_session.map_shards`) while it
+goes on reading, so the workers start on the first shard, and Ray holds only the few shards in
+flight and the driver only ids, whatever the input's size. It writes each shard the workers return
+(the ``records`` column) as it arrives, then merges every shard into OUT in input order and removes
+the shard folder. The backends an actor calls get one cluster-wide in-flight limit each
 (:mod:`llmblend.engines.limiter`), handed to the actor as its ``limits`` keyword. A killed driver
 loses only the shards in flight.
 """
@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from llmblend.backends.base import Backend
-from llmblend.data.jsonl import Sources, resume_jsonl
+from llmblend.data.jsonl import Sources, count_lines, resume_jsonl
 from llmblend.engines.limiter import start_limits
-from llmblend.engines.ray_session import RayOptions, check_cpus, map_shards, put_shard, ray_session
+from llmblend.engines.ray_session import RayOptions, check_cpus, map_shards, ray_session
 from llmblend.engines.shards import (
     MergeCount,
+    Shard,
     ShardIds,
     is_finished,
     merge_shards,
@@ -52,6 +53,7 @@ class ShardJobResult:
     shards_reused: int
     startup_seconds: float
     seconds: float
+    read_ahead: int = 0  # the most shards in Ray's object store at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,55 +78,85 @@ def run_shard_job(
     *,
     shard_size: int,
     limit: int | None = None,
-    on_shard: Callable[[int, int], None] | None = None,
+    on_shard: Callable[[int, int | None], None] | None = None,
 ) -> ShardJobResult:
     """Run ``job`` on the shards of the first ``limit`` examples of ``sources`` that ``out`` lacks
-    and append them to ``out`` in input order; ``on_shard(done, total)`` as each shard is written.
-    Raises LlmblendError when the workers fail (finished shards are kept for the rerun)."""
+    and append them to ``out`` in input order; ``on_shard(done, total)`` as each shard is written
+    (``total`` None while the input is still being read). Raises LlmblendError when the workers
+    fail, and the reading error for a malformed input (finished shards are kept for the rerun)."""
     started = time.perf_counter()
     done = resume_jsonl(out, "id")
     folder = shard_folder(out)
-    planned: list[ShardIds] = []
+    plan = _Plan(folder, job.settings)
+    todo = plan.unfinished(pending_shards(sources, done, shard_size, limit))
     rows: list[dict[str, Any]] = []
     startup = 0.0
-    with ExitStack() as session:
-        todo: list[Any] = []  # references to the shards in Ray's object store
-        for shard in pending_shards(sources, done, shard_size, limit):
-            if not planned:
-                prepare_folder(folder, job.settings)
-            planned.append(shard.key)
-            if is_finished(folder, shard):
-                continue
-            if not todo:
-                startup = session.enter_context(ray_session(options.address))
-            todo.append(put_shard({"shard": shard.index, "examples": shard.data}))
-        if todo:
-            rows = _map(job, todo, options.fit(len(todo)), folder, on_shard)
-    if not planned:
+    read_ahead = 0
+    if (first := next(todo, None)) is not None:
+        lines = count_lines(sources)
+        slots = -(-(lines if limit is None else min(lines, limit)) // shard_size)
+        with ray_session(options.address) as startup:
+            rows, read_ahead = _map(job, chain([first], todo), slots, options, folder, on_shard)
+    if not plan.shards:
         remove_folder(folder)
         return ShardJobResult([], MergeCount(0, 0), len(done), 0, 0.0, time.perf_counter() - started)
-    merged = merge_shards(folder, planned, out, job.failed_record)
+    merged = merge_shards(folder, plan.shards, out, job.failed_record)
     remove_folder(folder)
-    shards_reused = len(planned) - len(rows)
-    return ShardJobResult(rows, merged, len(done), shards_reused, startup, time.perf_counter() - started)
+    shards_reused = len(plan.shards) - len(rows)
+    seconds = time.perf_counter() - started
+    return ShardJobResult(rows, merged, len(done), shards_reused, startup, seconds, read_ahead)
+
+
+class _Plan:
+    """The shards a job covers, in input order (what the merge needs), and the folder that holds
+    them, prepared when the first shard is planned."""
+
+    def __init__(self, folder: Path, settings: dict[str, Any]) -> None:
+        self.folder = folder
+        self.settings = settings
+        self.shards: list[ShardIds] = []
+
+    def unfinished(self, shards: Iterable[Shard]) -> Iterator[dict[str, Any]]:
+        """Plan each shard; the rows (``shard``, ``examples``) of those without a finished file."""
+        for shard in shards:
+            if not self.shards:
+                prepare_folder(self.folder, self.settings)
+            self.shards.append(shard.key)
+            if not is_finished(self.folder, shard):
+                yield {"shard": shard.index, "examples": shard.data}
 
 
 def _map(
     job: ShardJob,
-    todo: list[Any],
+    shards: Iterator[dict[str, Any]],
+    slots: int,
     options: RayOptions,
     folder: Path,
-    on_shard: Callable[[int, int], None] | None,
-) -> list[dict[str, Any]]:
-    """The shards of ``todo`` through the job's actors, each written as it comes back; the result
-    rows without their records (those went to disk, not into memory)."""
-    check_cpus(options)
-    kwargs = {**job.actor_kwargs, "limits": start_limits(job.backends)}
-    rows: list[dict[str, Any]] = []
-    for row in map_shards(todo, job.actor, kwargs, job.columns, options):
-        write_shard(folder, row.pop("shard"), row.pop("records"))
-        rows.append(row)
-        log.info("shard finished by %s", row.get("worker"))
-        if on_shard:
-            on_shard(len(rows), len(todo))
-    return rows
+    on_shard: Callable[[int, int | None], None] | None,
+) -> tuple[list[dict[str, Any]], int]:
+    """The shards through the job's actors as the driver reads them (:class:`ShardFeed`), each
+    written as it comes back; the result rows without their records (those went to disk, not into
+    memory), and the most shards that were in Ray at once."""
+    from llmblend.engines.feed import ShardFeed
+
+    feed = ShardFeed(shards, slots, ahead=2 * options.num_workers)
+    feed.start()
+    try:
+        if feed.wait_until_read(options.num_workers):
+            options = options.fit(max(1, feed.read))  # fewer shards than workers: none idle
+        check_cpus(options)
+        kwargs = {**job.actor_kwargs, "limits": start_limits(job.backends)}
+        rows: list[dict[str, Any]] = []
+        for row in map_shards(feed.dataset(), job.actor, kwargs, job.columns, options):
+            shard = row.pop("shard")
+            write_shard(folder, shard, row.pop("records"))
+            feed.finished(shard)
+            rows.append(row)
+            log.info("shard finished by %s", row.get("worker"))
+            if on_shard:
+                on_shard(len(rows), feed.total)
+    except BaseException:
+        feed.stop(raise_error=False)  # the error under way says more than the reader's
+        raise
+    feed.stop()  # raises what stopped the reading before the input's end
+    return rows, feed.most_in_flight
