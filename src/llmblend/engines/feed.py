@@ -49,9 +49,7 @@ class _Rendezvous:
     async def take(self, slot: int) -> list[Any]:
         """[the slot's shard reference], or [] when the input has fewer shards than ``slot``."""
         async with self.changed:
-            await self.changed.wait_for(
-                lambda: slot in self.shards or (self.end is not None and slot >= self.end)
-            )
+            await self.changed.wait_for(lambda: slot in self.shards or self._past_the_end(slot))
             return [self.shards[slot]] if slot in self.shards else []
 
     def _past_the_end(self, slot: int) -> bool:
@@ -76,6 +74,7 @@ class ShardFeed:
         self._room = threading.Condition()
         self._error: BaseException | None = None
         self._stopped = False
+        self._ended = False  # the reading is over: the input's end, an error, or stop()
         self._thread = threading.Thread(target=self._read, name="llmblend-shard-feed", daemon=True)
         self.read = 0  # shards handed over so far
         self.most_in_flight = 0  # the most shards handed over and not yet back, at any time
@@ -95,8 +94,8 @@ class ShardFeed:
     def wait_until_read(self, count: int) -> bool:
         """Wait until ``count`` shards are handed over or the input ended; whether it ended first."""
         with self._room:
-            self._room.wait_for(lambda: self.read >= count or not self._thread.is_alive())
-            return not self._thread.is_alive() and self.read < count
+            self._room.wait_for(lambda: self.read >= count or self._ended)
+            return self._ended and self.read < count
 
     def finished(self, shard: int) -> None:
         """A shard's result is back: its slot is freed, and the driver may read one more."""
@@ -109,7 +108,8 @@ class ShardFeed:
     @property
     def total(self) -> int | None:
         """How many shards there are, once the driver has read the whole input (None before)."""
-        return None if self._thread.is_alive() else self.read
+        with self._room:
+            return self.read if self._ended else None
 
     def stop(self, *, raise_error: bool = True) -> None:
         """Stop reading (the job is over, or failed) and wait for the thread; with ``raise_error``,
@@ -137,11 +137,12 @@ class ShardFeed:
                     self.read += 1
                     self.most_in_flight = max(self.most_in_flight, len(self._slot_of))
                     self._room.notify_all()
-        except BaseException as exc:  # handed to the caller by join()
+        except BaseException as exc:  # raised to the caller by stop()
             self._error = exc
         finally:
             self._actor.close.remote(self.read)
             with self._room:
+                self._ended = True
                 self._room.notify_all()
 
 
