@@ -136,6 +136,8 @@ def generate_on_ray(recipe, items, out: Path, max_in_flight: int | None, what: s
         )
     generated = report.generated
     console.print(ray_workers_table(report.workers, generated.written, generated.wall_s, "Ray workers"))
+    shards = f"{report.shards} shards answered (at most {report.read_ahead} in Ray at once)"
+    console.print(shards, highlight=False, markup=False)
     for name, limit in report.limits.items():
         console.print(
             f"{name}: at most {limit['peak']} of {limit['capacity']} calls in flight across the cluster "

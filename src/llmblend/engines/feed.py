@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ray
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
-from llmblend.engines.ray_session import put_shard
+from llmblend.engines.ray_session import RayOptions, check_cpus, map_shards, put_shard
 
 
 @ray.remote(num_cpus=0)
@@ -61,7 +61,8 @@ class _Rendezvous:
 
 class ShardFeed:
     """Feed the rows of ``shards`` (dicts with a ``shard`` index) to a Ray Data dataset of
-    ``slots`` read tasks, at most ``ahead`` of them in flight; start with :meth:`start`."""
+    ``slots`` read tasks, at most ``ahead`` of them in flight: :meth:`map` runs a job on them, or
+    :meth:`start` and :meth:`dataset` for a caller that runs it itself."""
 
     def __init__(self, shards: Iterator[dict[str, Any]], slots: int, ahead: int) -> None:
         if ahead < 1:
@@ -78,6 +79,25 @@ class ShardFeed:
         self._thread = threading.Thread(target=self._read, name="llmblend-shard-feed", daemon=True)
         self.read = 0  # shards handed over so far
         self.most_in_flight = 0  # the most shards handed over and not yet back, at any time
+
+    def map(
+        self, actor: type, actor_kwargs: dict[str, Any], columns: Sequence[str], options: RayOptions
+    ) -> Iterator[dict[str, Any]]:
+        """:func:`~llmblend.engines.ray_session.map_shards` over the fed shards, reading as the
+        workers go: each result row as it comes back (its slot freed), on no more workers than
+        there are shards. Raises, at the end, what stopped the reading before the input's end."""
+        self.start()
+        try:
+            if self.wait_until_read(options.num_workers):
+                options = options.fit(max(1, self.read))  # fewer shards than workers: none idle
+            check_cpus(options)
+            for row in map_shards(self.dataset(), actor, actor_kwargs, columns, options):
+                self.finished(row["shard"])
+                yield row
+        except BaseException:
+            self.stop(raise_error=False)  # the error under way (or the caller's exit) says more
+            raise
+        self.stop()
 
     def dataset(self) -> Any:
         """The dataset whose rows are the fed shards, in the order workers may take them."""

@@ -2,8 +2,9 @@
 
 The driver plans as the local engine does (:func:`llmblend.data.generate.plan`: what OUT and
 ``OUT.failed.jsonl`` already hold is kept, only missing or failed slots are asked again) and cuts
-the instructions still to answer into shards of ``shard_size``. Ray Data maps the shards over an
-actor pool of :class:`ShardGenerator` actors; each builds the backends once from a
+the instructions still to answer into shards of ``shard_size``, fed to Ray Data a few at a time
+(:class:`~llmblend.engines.feed.ShardFeed`) and mapped over an actor pool of
+:class:`ShardGenerator` actors; each builds the backends once from a
 :class:`~llmblend.engines.recipe.SlotsRecipe` and answers its shards with the local engine's own
 :func:`~llmblend.data.generate.answer_all`, in an event loop it keeps. Every backend that is an
 HTTP API is limited cluster-wide: one :class:`~llmblend.engines.limiter.InFlightLimit` actor per
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,12 +48,8 @@ from llmblend.engines.ray_session import (
     RayOptions,
     WorkerStats,
     batch_rows,
-    check_cpus,
-    map_shards,
     per_worker,
-    put_shard,
     ray_session,
-    shards_dataset,
     worker_label,
 )
 from llmblend.engines.recipe import SlotsRecipe
@@ -64,12 +61,13 @@ RESULT_COLUMNS = ("shard", "records", "worker", "answered", "failed", "usage", "
 @dataclass(slots=True)
 class RayGenerateReport:
     """What one Ray generate job did: the local report's counts and usage, plus per worker, the
-    seconds spent joining Ray, and each HTTP backend's cluster-wide limit (its ``peak``: the most
-    calls that were in flight at once, across all workers)."""
+    seconds spent joining Ray, each HTTP backend's cluster-wide limit (its ``peak``: the most
+    calls that were in flight at once, across all workers), and the most shards in Ray at once."""
 
     generated: GenerateReport
     startup_seconds: float = 0.0
     shards: int = 0
+    read_ahead: int = 0
     workers: dict[str, WorkerStats] = field(default_factory=dict)
     limits: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -156,20 +154,26 @@ def generate_on_ray(
     report = RayGenerateReport(GenerateReport(len(items), len(items) - len(pending)))
     if on_plan:
         on_plan(report.generated.already_done)
-    shards = [
-        _shard_row(k, pending[start : start + shard_size], previous)
-        for k, start in enumerate(range(0, len(pending), shard_size))
-    ]
-    if shards:
+    if pending:
         actor_kwargs = {
             "recipe": recipe,
             "max_in_flight": max_in_flight,
             "cores": max(1, round(cpus_per_worker)),
         }
-        _run(report, slots, shards, out, options.fit(len(shards)), actor_kwargs, on_shard)
+        shards = _shard_rows(pending, shard_size, previous)
+        count = -(-len(pending) // shard_size)
+        _run(report, slots, shards, count, out, options.fit(count), actor_kwargs, on_shard)
     compact(out, [item.id for item in items])
     report.generated.wall_s = time.perf_counter() - started
     return report
+
+
+def _shard_rows(
+    pending: Sequence[Instruction], shard_size: int, previous: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """The shards of ``pending``, each row made only when the feed asks for it."""
+    for index, start in enumerate(range(0, len(pending), shard_size)):
+        yield _shard_row(index, pending[start : start + shard_size], previous)
 
 
 def _shard_row(index: int, items: Sequence[Instruction], previous: dict[str, Any]) -> dict[str, Any]:
@@ -180,21 +184,23 @@ def _shard_row(index: int, items: Sequence[Instruction], previous: dict[str, Any
 def _run(
     report: RayGenerateReport,
     slots: Sequence[Slot],
-    shards: list[dict[str, Any]],
+    shards: Iterator[dict[str, Any]],
+    count: int,
     out: Path,
     options: RayOptions,
     actor_kwargs: dict[str, Any],
     on_shard: Callable[[int], None] | None,
 ) -> None:
-    """Map the shards, appending each one's records to OUT as it comes back."""
+    """Feed the ``count`` shards to the workers (:class:`~llmblend.engines.feed.ShardFeed`: Ray
+    holds only those in flight), appending each one's records to OUT as it comes back."""
+    from llmblend.engines.feed import ShardFeed
+
     rows = []
     with ray_session(options.address) as startup:
         report.startup_seconds = startup
-        check_cpus(options)
         limits = start_limits(slot.backend for slot in slots)
-        actor_kwargs = {**actor_kwargs, "limits": limits}
-        dataset = shards_dataset([put_shard(shard) for shard in shards])
-        for row in map_shards(dataset, ShardGenerator, actor_kwargs, RESULT_COLUMNS, options):
+        feed = ShardFeed(shards, count, ahead=2 * options.num_workers)
+        for row in feed.map(ShardGenerator, {**actor_kwargs, "limits": limits}, RESULT_COLUMNS, options):
             records = [json.loads(line) for line in row.pop("records").split("\n") if line.strip()]
             write_answers(out, records, report.generated)
             report.generated.usage.merge(json.loads(row.pop("usage")))
@@ -203,4 +209,5 @@ def _run(
                 on_shard(row["answered"])
         report.limits = limit_stats(limits)
     report.shards = len(rows)
+    report.read_ahead = feed.most_in_flight
     report.workers = per_worker(rows, "answered")

@@ -1,10 +1,10 @@
 """What every Ray job of llmblend shares: joining Ray, mapping shards over an actor pool, Ray's errors.
 
 A job cuts its input into shards (one row each, put into the object store as a block of its own by
-:func:`put_shard`: all at once in :func:`shards_dataset`, or as the driver reads them in
-:mod:`llmblend.engines.feed`), and :func:`map_shards` runs them on a Ray Data ``map_batches`` over an actor
-pool: each actor builds its heavy parts (a ranker, backends) once in its constructor and then
-handles one shard per call. Rows come back as the workers finish them.
+:func:`put_shard`, a few at a time as the driver reads them: :mod:`llmblend.engines.feed`), and
+:func:`map_shards` runs them on a Ray Data ``map_batches`` over an actor pool: each actor builds its
+heavy parts (a ranker, backends) once in its constructor and then handles one shard per call.
+Rows come back as the workers finish them.
 """
 
 from __future__ import annotations
@@ -113,12 +113,6 @@ def put_shard(row: dict[str, Any]) -> Any:
     return require_ray().put(pa.Table.from_pylist([row]))
 
 
-def shards_dataset(blocks: Sequence[Any]) -> Any:
-    """A Ray Data dataset of the shards of ``blocks`` (references from :func:`put_shard`), one row
-    each: for a job whose shards are all known before it starts (``generate``)."""
-    return require_ray().data.from_arrow_refs(list(blocks))
-
-
 def map_shards(
     dataset: Any,
     actor: type,
@@ -126,8 +120,8 @@ def map_shards(
     columns: Sequence[str],
     options: RayOptions,
 ) -> Iterator[dict[str, Any]]:
-    """``actor(**actor_kwargs)(batch)`` over the shard rows of ``dataset`` (:func:`shards_dataset`,
-    or a :class:`~llmblend.engines.feed.ShardFeed`'s), on ``options.num_workers`` actors; each
+    """``actor(**actor_kwargs)(batch)`` over the shard rows of ``dataset`` (a
+    :class:`~llmblend.engines.feed.ShardFeed`'s), on ``options.num_workers`` actors; each
     result row's ``columns`` as plain Python values, in the order workers finish them.
 
     A worker that dies is restarted and its shard retried, ``options.max_retries`` times; then the

@@ -24,7 +24,7 @@ from typing import Any
 from llmblend.backends.base import Backend
 from llmblend.data.jsonl import Sources, count_lines, resume_jsonl
 from llmblend.engines.limiter import start_limits
-from llmblend.engines.ray_session import RayOptions, check_cpus, map_shards, ray_session
+from llmblend.engines.ray_session import RayOptions, ray_session
 from llmblend.engines.shards import (
     MergeCount,
     Shard,
@@ -140,23 +140,12 @@ def _map(
     from llmblend.engines.feed import ShardFeed
 
     feed = ShardFeed(shards, slots, ahead=2 * options.num_workers)
-    feed.start()
-    try:
-        if feed.wait_until_read(options.num_workers):
-            options = options.fit(max(1, feed.read))  # fewer shards than workers: none idle
-        check_cpus(options)
-        kwargs = {**job.actor_kwargs, "limits": start_limits(job.backends)}
-        rows: list[dict[str, Any]] = []
-        for row in map_shards(feed.dataset(), job.actor, kwargs, job.columns, options):
-            shard = row.pop("shard")
-            write_shard(folder, shard, row.pop("records"))
-            feed.finished(shard)
-            rows.append(row)
-            log.info("shard finished by %s", row.get("worker"))
-            if on_shard:
-                on_shard(len(rows), feed.total)
-    except BaseException:
-        feed.stop(raise_error=False)  # the error under way says more than the reader's
-        raise
-    feed.stop()  # raises what stopped the reading before the input's end
+    kwargs = {**job.actor_kwargs, "limits": start_limits(job.backends)}
+    rows: list[dict[str, Any]] = []
+    for row in feed.map(job.actor, kwargs, job.columns, options):
+        write_shard(folder, row.pop("shard"), row.pop("records"))
+        rows.append(row)
+        log.info("shard finished by %s", row.get("worker"))
+        if on_shard:
+            on_shard(len(rows), feed.total)
     return rows, feed.most_in_flight
