@@ -81,11 +81,11 @@ def tokenized_pairs_per_second(source: Path, pairs: int = 2000) -> float:
 
 
 def driver_memory(source: Path, shard_size: int = 64, copies: int = 5) -> tuple[int, float, float, float]:
-    """Examples of the larger input, examples/s the driver reads them into shards at (untraced),
-    and the KB its Python heap keeps per example (traced, on ``source`` and on ``copies`` copies of
-    it with new ids, so Ray's fixed allocations cancel): holding every shard (as the
-    driver did before it streamed), and streaming each into Ray's object store, keeping only ids
-    and references (as it does now)."""
+    """Examples of the larger input, examples/s the driver reads them into shards at (untraced,
+    the best of three reads), and the KB its Python heap keeps per example (traced, on ``source``
+    and on ``copies`` copies of it with new ids, so Ray's fixed allocations cancel): holding every
+    shard (as the driver did before it streamed), and streaming each into Ray's object store,
+    keeping only ids and references (as it does now)."""
     larger = _copies(source, copies)
 
     def hold_all(path: Path) -> list:
@@ -105,10 +105,12 @@ def driver_memory(source: Path, shard_size: int = 64, copies: int = 5) -> tuple[
     with ray_session(None):
         stream(source)  # Ray's first put sets up what every later one reuses
         streamed = growth(stream)
-        started = time.perf_counter()
-        examples = sum(len(key.ids) for key, _ in stream(larger))
-        seconds = time.perf_counter() - started
-    return examples, examples / seconds, held, streamed
+        rates = []
+        for _ in range(3):  # the best of three: one read takes well under a second
+            started = time.perf_counter()
+            examples = sum(len(key.ids) for key, _ in stream(larger))
+            rates.append(examples / (time.perf_counter() - started))
+    return examples, max(rates), held, streamed
 
 
 def _copies(source: Path, copies: int) -> Path:

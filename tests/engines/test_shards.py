@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmblend.data.jsonl import append_jsonl, dumps, resume_jsonl
-from llmblend.data.mixinstruct import write_mixinstruct
+from llmblend.data.mixinstruct import load_mixinstruct, write_mixinstruct
 from llmblend.engines.shards import (
     Shard,
     is_finished,
@@ -140,6 +140,24 @@ def test_a_shard_holds_its_examples_as_utf8_jsonl(tmp_path: Path) -> None:
     shard = Shard.of(3, examples)
     assert isinstance(shard.data, bytes) and shard.ids == ("e/1",)
     assert shard.examples == examples
+
+
+def test_a_shard_passes_the_input_lines_on_as_read(tmp_path: Path) -> None:
+    """The driver checks each line but does not re-serialise it (the reading sets a Ray job's
+    pace): a shard's data is the input's lines, CRLF ends dropped, and the examples the reader
+    gives; a malformed line still stops the reading with its file and line."""
+    source = tmp_path / "in.jsonl"
+    write_mixinstruct(examples(3), source)
+    lines = source.read_text(encoding="utf-8").splitlines()
+    lines[1] = json.dumps(json.loads(lines[1]), indent=None, separators=(",", ":"))  # not dumps()'s spacing
+    source.write_bytes("".join(line + "\r\n" for line in lines).encode("utf-8"))
+    (shard,) = plan_shards(source, tmp_path / "out.jsonl", 3)
+    assert shard.data == "".join(line + "\n" for line in lines).encode("utf-8")
+    assert shard.examples == load_mixinstruct(source) == examples(3)
+
+    source.write_text(lines[0] + "\n" + lines[1].replace('"candidates"', '"candidatez"') + "\n")
+    with pytest.raises(DataFormatError, match=r"in\.jsonl:2"):
+        plan_shards(source, tmp_path / "out.jsonl", 3)
 
 
 def test_several_input_files_shard_as_one_file_in_order(tmp_path: Path) -> None:

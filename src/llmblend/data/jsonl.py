@@ -118,13 +118,22 @@ def iter_checked_records(
     Several files are read in order as one: ``unique_key`` must be unique across all of them.
     Streams: memory grows only with the set of ``unique_key`` values seen.
     """
+    for number, _line, record in iter_checked_lines(sources, check, unique_key):
+        yield number, record
+
+
+def iter_checked_lines(
+    sources: Sources, check: RecordCheck, unique_key: str | None = "id"
+) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """:func:`iter_checked_records` with each record's line as read (its text, for a caller that
+    passes records on without re-serialising them)."""
     seen: set[str] = set()
     for path in source_paths(sources):
         for number, line in iter_lines(path):
             record, problems = _line_problems(path, number, line, check, seen, unique_key)
             if problems:
                 raise DataFormatError(problems[0], more=len(problems) - 1)
-            yield number, record
+            yield number, line, record
 
 
 def collect_problems(

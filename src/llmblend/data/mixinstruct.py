@@ -24,6 +24,7 @@ from llmblend.data.jsonl import (
     FieldProblem,
     Sources,
     collect_problems,
+    iter_checked_lines,
     iter_checked_records,
     short,
     write_jsonl,
@@ -206,6 +207,13 @@ def read_mixinstruct(sources: Sources) -> Iterator[Example]:
     """
     for _, record in iter_checked_records(sources, check_record):
         yield example_from_record(record)
+
+
+def read_mixinstruct_lines(sources: Sources) -> Iterator[tuple[str, str]]:
+    """(id, line) for each example of ``sources``, checked as :func:`read_mixinstruct` checks
+    it, the line as read and without its line end: for a reader that only passes examples on."""
+    for _, line, record in iter_checked_lines(sources, check_record):
+        yield record["id"], line.rstrip("\r\n")
 
 
 def load_mixinstruct(path: str | Path) -> list[Example]:

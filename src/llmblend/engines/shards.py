@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from llmblend.atomic import write_file
 from llmblend.data.jsonl import Sources, dumps, source_paths
-from llmblend.data.mixinstruct import example_from_record, read_mixinstruct, record_from_example
+from llmblend.data.mixinstruct import example_from_record, read_mixinstruct_lines, record_from_example
 from llmblend.errors import LlmblendError
 from llmblend.rank.rank_file import RANKING_FIELD
 from llmblend.types import Example
@@ -56,8 +56,14 @@ class Shard:
 
     @classmethod
     def of(cls, index: int, examples: Sequence[Example]) -> Shard:
-        text = "".join(dumps(record_from_example(example)) + "\n" for example in examples)
-        return cls(index, tuple(example.id for example in examples), text.encode("utf-8"))
+        lines = [(example.id, dumps(record_from_example(example))) for example in examples]
+        return cls.of_lines(index, lines)
+
+    @classmethod
+    def of_lines(cls, index: int, lines: Sequence[tuple[str, str]]) -> Shard:
+        """The shard of (id, JSON line) pairs, the lines kept as read (nothing re-serialised)."""
+        text = "".join(line + "\n" for _, line in lines)
+        return cls(index, tuple(example_id for example_id, _ in lines), text.encode("utf-8"))
 
     @property
     def examples(self) -> list[Example]:
@@ -92,14 +98,15 @@ def pending_shards(
     ``done``, one at a time, as the input is read."""
     if shard_size < 1:
         raise ValueError(f"shard size must be at least 1, got {shard_size}")
-    for index, chunk in enumerate(_slices(islice(read_mixinstruct(sources), limit), shard_size)):
-        pending = [example for example in chunk if example.id not in done]
+    lines = islice(read_mixinstruct_lines(sources), limit)
+    for index, chunk in enumerate(_slices(lines, shard_size)):
+        pending = [(example_id, line) for example_id, line in chunk if example_id not in done]
         if pending:
-            yield Shard.of(index, pending)
+            yield Shard.of_lines(index, pending)
 
 
-def _slices(examples: Iterator[Example], size: int) -> Iterator[list[Example]]:
-    while chunk := list(islice(examples, size)):
+def _slices(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(islice(items, size)):
         yield chunk
 
 
