@@ -31,6 +31,7 @@ WORKER_TITLE = "ray::MapWorker(MapBatches(ShardRanker))"
 class RayCluster:
     address: str
     temp_dir: Path
+    dashboard: str  # the job server's address, for ray job submit
 
     def pids(self) -> set[int]:
         """Every live process of this cluster: those naming its folder, and their descendants."""
@@ -110,13 +111,14 @@ def _cluster() -> Iterator[RayCluster]:
     gcs, dashboard, agent, agent_grpc, env_agent, metrics = _free_ports(6)
     command = [
         str(ray_bin), "start", "--head", "--port", str(gcs),
-        "--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats",
+        "--num-cpus", "2", "--include-dashboard=true", "--dashboard-host", "127.0.0.1",
+        "--disable-usage-stats",
         "--temp-dir", str(temp_dir),
         "--dashboard-port", str(dashboard), "--dashboard-agent-listen-port", str(agent),
         "--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port", str(env_agent),
         "--metrics-export-port", str(metrics),
     ]  # fmt: skip
-    cluster = RayCluster(f"127.0.0.1:{gcs}", temp_dir)
+    cluster = RayCluster(f"127.0.0.1:{gcs}", temp_dir, f"http://127.0.0.1:{dashboard}")
     try:
         started = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if started.returncode != 0:

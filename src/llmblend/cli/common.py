@@ -220,8 +220,9 @@ EngineOption = Annotated[
 AddressOption = Annotated[
     str | None,
     typer.Option(
-        help="With --engine ray: the Ray cluster to join, auto (the one ray start began on this "
-        "machine) or ray://HOST:PORT (default: start a local Ray for this command)."
+        help="With --engine ray: the Ray cluster to join from one of its nodes, auto (the one ray "
+        "start began on this machine) or HOST:PORT (default: start a local Ray for this command, or "
+        "join the cluster of the Ray job it runs in: ray job submit -- llmblend ...)."
     ),
 ]
 NumWorkersOption = Annotated[

@@ -162,10 +162,10 @@ def rank_file_on_ray(
     """Rank the examples of ``source`` (its first ``limit``) that ``out`` lacks on Ray, then append
     them to ``out`` in input order.
 
-    ``strategy`` None is the ranker's default (as ``llmblend rank``); ``address`` None starts a
-    local Ray for the job, ``"auto"`` or ``"ray://host:port"`` joins a cluster (or the Ray this
-    process already joined). ``annotate(example, ranking)`` adds fields to each output record (as
-    in :func:`~llmblend.rank.rank_file.rank_pending`); ``on_shard(done, total)`` is called as each
+    ``strategy`` None is the ranker's default (as ``llmblend rank``); ``address`` as in
+    :class:`~llmblend.engines.ray_session.RayOptions` (or the Ray this process already joined).
+    ``annotate(example, ranking)`` adds fields to each output record (as in
+    :func:`~llmblend.rank.rank_file.rank_pending`); ``on_shard(done, total)`` is called as each
     shard is written.
     Raises :class:`MissingExtraError` without Ray, ValueError for bad settings, and
     :class:`LlmblendError` when the workers fail (finished shards are kept for the rerun).

@@ -34,8 +34,10 @@ def require_ray(purpose: str = "--engine ray") -> Any:
 
 @dataclass(frozen=True, slots=True)
 class RayOptions:
-    """Where a job runs and with how many workers: ``address`` None starts a local Ray for the job,
-    ``"auto"`` or ``"ray://host:port"`` joins a cluster; each of the ``num_workers`` actors takes
+    """Where a job runs and with how many workers: ``address`` None starts a local Ray for the job
+    (or joins the cluster of the Ray job it runs in), ``"auto"`` or ``"host:port"`` joins a cluster
+    this machine is a node of (Ray Data does not run under Ray Client: no ``ray://``; submit the
+    command as a Ray job instead); each of the ``num_workers`` actors takes
     ``cpus_per_worker`` CPUs and ``gpus_per_worker`` GPUs (Ray sets ``CUDA_VISIBLE_DEVICES`` for
     it); a dead worker is restarted and its shard retried ``max_retries`` times."""
 
@@ -46,6 +48,13 @@ class RayOptions:
     gpus_per_worker: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.address is not None and self.address.startswith("ray://"):
+            raise ValueError(
+                f"--address {self.address}: Ray Data, which runs llmblend's Ray jobs, does not run under "
+                "Ray Client (ray://). Submit the command to the cluster as a Ray job instead: ray job "
+                "submit --address http://HEAD:8265 -- llmblend ... --engine ray (without --address: "
+                "a Ray job joins its cluster), or run it on a node of the cluster with --address auto"
+            )
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be at least 1, got {self.num_workers}")
         if self.cpus_per_worker <= 0:
