@@ -287,3 +287,28 @@ def test_a_command_submitted_as_a_ray_job_ranks_as_locally(
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     assert "3 shards ranked now" in result.stdout and "succeeded" in result.stdout + result.stderr
     assert ray.read_bytes() == local.read_bytes()
+
+
+JOIN_AND_CHECK = """
+import logging
+from llmblend.engines.ray_session import RayOptions, check_cpus, joins_a_cluster, ray_session
+logging.basicConfig(level=logging.WARNING)
+assert joins_a_cluster(None)
+with ray_session(None):
+    check_cpus(RayOptions(num_workers=3))  # 3 CPUs of a 2-CPU cluster
+"""
+
+
+def test_a_ray_job_without_address_joins_its_cluster_and_waits_for_it_to_grow(
+    ray_cluster, monkeypatch
+) -> None:
+    """In a Ray job (RAY_ADDRESS set) no --address joins the job's cluster: too few CPUs for the
+    workers is then a warning (an autoscaler may add nodes), not the local engine's error."""
+    from llmblend.engines.ray_session import joins_a_cluster
+
+    env = os.environ | {"RAY_ADDRESS": ray_cluster.address}
+    result = subprocess.run([sys.executable, "-c", JOIN_AND_CHECK], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "needs 3 CPUs (1 per worker) and this Ray cluster has 2: workers wait" in result.stderr
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not joins_a_cluster(None) and joins_a_cluster("auto")

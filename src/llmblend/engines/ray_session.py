@@ -10,6 +10,7 @@ Rows come back as the workers finish them.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -82,7 +83,7 @@ def ray_session(address: str | None) -> Iterator[float]:
     owned = not ray.is_initialized()
     if owned:
         options: dict[str, Any] = {"logging_level": logging.WARNING}
-        if address is None:
+        if not joins_a_cluster(address):
             options["include_dashboard"] = False
         try:
             ray.init(address=address, **options)
@@ -100,8 +101,8 @@ def ray_session(address: str | None) -> Iterator[float]:
 
 
 def check_cpus(options: RayOptions) -> None:
-    """ValueError when the Ray this process joined (a local one) has too few CPUs for the workers;
-    a warning when a cluster has (its workers wait until it grows)."""
+    """ValueError when the Ray this process started has too few CPUs for the workers; a warning when
+    a cluster it joined has (its workers wait until the cluster grows)."""
     cpus = require_ray().cluster_resources().get("CPU", 0)
     if cpus >= options.cpus_needed:
         return
@@ -109,9 +110,15 @@ def check_cpus(options: RayOptions) -> None:
         f"--num-workers {options.num_workers} needs {options.cpus_needed:g} CPUs "
         f"({options.cpus_per_worker:g} per worker) and this Ray cluster has {cpus:g}"
     )
-    if options.address is None:
+    if not joins_a_cluster(options.address):
         raise ValueError(f"{message}: lower --num-workers")
     log.warning("%s: workers wait until the cluster grows", message)
+
+
+def joins_a_cluster(address: str | None) -> bool:
+    """Whether ``ray.init(address)`` joins a running cluster rather than starting a Ray of its own:
+    an address, or none and ``RAY_ADDRESS`` set (as in a command submitted as a Ray job)."""
+    return address is not None or bool(os.environ.get("RAY_ADDRESS"))
 
 
 def put_shard(row: dict[str, Any]) -> Any:
