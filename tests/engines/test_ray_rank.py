@@ -246,21 +246,8 @@ def test_joining_without_the_clusters_token_is_a_clear_error(
 def test_a_ray_client_address_is_refused_with_the_route_that_works(dev_slice: Path, tmp_path: Path) -> None:
     """Ray Data does not run under Ray Client: ray:// would fail deep inside Ray, after joining."""
     out = str(tmp_path / "o.jsonl")
-    result = runner.invoke(
-        app,
-        [
-            "rank",
-            str(dev_slice),
-            "--out",
-            out,
-            "-r",
-            "longest",
-            "--engine",
-            "ray",
-            "--address",
-            "ray://h:10001",
-        ],
-    )
+    args = ["rank", str(dev_slice), "--out", out, "-r", "longest", "--engine", "ray"]
+    result = runner.invoke(app, [*args, "--address", "ray://h:10001"])
     assert result.exit_code == 2, result.output
     assert "does not run under Ray Client" in result.output and "ray job submit" in result.output
     assert not Path(out).exists()
@@ -273,14 +260,8 @@ def test_a_command_submitted_as_a_ray_job_ranks_as_locally(
     joins its cluster without --address), through the cluster's job server."""
     local, ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     rank(str(dev_slice), "--out", str(local), "-r", "longest")
-    command = [
-        str(Path(sys.executable).with_name("ray")),
-        "job",
-        "submit",
-        "--address",
-        ray_cluster.dashboard,
-        "--",
-    ]
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    command = [ray_bin, "job", "submit", "--address", ray_cluster.dashboard, "--"]
     command += [sys.executable, "-m", "llmblend", "rank", str(dev_slice), "--out", str(ray), "-r", "longest"]
     command += ["--engine", "ray", "--num-workers", "2", "--shard-size", "4"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
