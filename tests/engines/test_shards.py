@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmblend.data.jsonl import append_jsonl, dumps, resume_jsonl
-from llmblend.data.mixinstruct import load_mixinstruct, write_mixinstruct
+from llmblend.data.mixinstruct import load_mixinstruct, record_from_example, write_mixinstruct
 from llmblend.engines.shards import (
     Shard,
     is_finished,
@@ -137,7 +137,7 @@ def test_a_shard_holds_its_examples_as_utf8_jsonl(tmp_path: Path) -> None:
     examples = [
         Example("e/1", "Quelle ville ? 🙂", candidates=[Candidate("m", "Paris 🗼"), Candidate("n", "Rome")])
     ]
-    shard = Shard.of(3, examples)
+    shard = Shard.of_lines(3, [(e.id, dumps(record_from_example(e))) for e in examples])
     assert isinstance(shard.data, bytes) and shard.ids == ("e/1",)
     assert shard.examples == examples
 

@@ -61,8 +61,7 @@ class _Rendezvous:
 
 class ShardFeed:
     """Feed the rows of ``shards`` (dicts with a ``shard`` index) to a Ray Data dataset of
-    ``slots`` read tasks, at most ``ahead`` of them in flight: :meth:`map` runs a job on them, or
-    :meth:`start` and :meth:`dataset` for a caller that runs it itself."""
+    ``slots`` read tasks, at most ``ahead`` of them in flight; :meth:`map` runs a job on them."""
 
     def __init__(self, shards: Iterator[dict[str, Any]], slots: int, ahead: int) -> None:
         if ahead < 1:
@@ -86,12 +85,12 @@ class ShardFeed:
         """:func:`~llmblend.engines.ray_session.map_shards` over the fed shards, reading as the
         workers go: each result row as it comes back (its slot freed), on no more workers than
         there are shards. Raises, at the end, what stopped the reading before the input's end."""
-        self.start()
+        self._thread.start()
         try:
-            if self.wait_until_read(options.num_workers):
+            if self._wait_until_read(options.num_workers):
                 options = options.fit(max(1, self.read))  # fewer shards than workers: none idle
             check_cpus(options)
-            for row in map_shards(self.dataset(), actor, actor_kwargs, columns, options):
+            for row in map_shards(self._dataset(), actor, actor_kwargs, columns, options):
                 self.finished(row["shard"])
                 yield row
         except BaseException:
@@ -99,7 +98,7 @@ class ShardFeed:
             raise
         self.stop()
 
-    def dataset(self) -> Any:
+    def _dataset(self) -> Any:
         """The dataset whose rows are the fed shards, in the order workers may take them."""
         return ray.data.read_datasource(
             _FedShards(self._actor, self.slots),
@@ -108,10 +107,7 @@ class ShardFeed:
             override_num_blocks=self.slots,
         )
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def wait_until_read(self, count: int) -> bool:
+    def _wait_until_read(self, count: int) -> bool:
         """Wait until ``count`` shards are handed over or the input ended; whether it ended first."""
         with self._room:
             self._room.wait_for(lambda: self.read >= count or self._ended)

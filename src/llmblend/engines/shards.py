@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from llmblend.atomic import write_file
-from llmblend.data.jsonl import Sources, dumps, source_paths
-from llmblend.data.mixinstruct import example_from_record, read_mixinstruct_lines, record_from_example
+from llmblend.data.jsonl import Sources, source_paths
+from llmblend.data.mixinstruct import example_from_record, read_mixinstruct_lines
 from llmblend.errors import LlmblendError
 from llmblend.rank.rank_file import RANKING_FIELD
 from llmblend.types import Example
@@ -53,11 +53,6 @@ class Shard:
     index: int
     ids: tuple[str, ...]
     data: bytes
-
-    @classmethod
-    def of(cls, index: int, examples: Sequence[Example]) -> Shard:
-        lines = [(example.id, dumps(record_from_example(example))) for example in examples]
-        return cls.of_lines(index, lines)
 
     @classmethod
     def of_lines(cls, index: int, lines: Sequence[tuple[str, str]]) -> Shard:
