@@ -62,6 +62,38 @@ ABLATIONS = {
 }
 
 
+#: Systematic noise τ of the simulated rankers (in gpt4_win units; :func:`simulated_matrices`).
+SIMULATED_NOISE = (0.25, 0.5, 1.0)
+
+
+def simulated_matrices(examples, tau: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """Raw logits of a simulated ranker that matters: f(i, j) = 4 (p_i − p_j) + 0.5 + ε_ij, where
+    p = gpt4_win + N(0, τ²) per candidate (it misjudges an answer in every comparison) and
+    ε ~ N(0, 0.25²) per ordered pair. It shows whether pool-seeded's 2(N−1) forwards pick what
+    full's N(N−1) pick when the ranker term carries weight, which the shipped ranker's does not."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for ex in examples:
+        p = np.array([c.scores[ORACLE] for c in ex.candidates]) + rng.normal(0, tau, len(ex.candidates))
+        m = 4 * (p[:, None] - p[None, :]) + 0.5 + rng.normal(0, 0.25, (len(p), len(p)))
+        np.fill_diagonal(m, np.nan)
+        out[ex.id] = m
+    return out
+
+
+def pair_accuracy(examples, matrices, margin: float = 0.1) -> float:
+    """Share of candidate pairs ≥ ``margin`` apart in gpt4_win whose debiased logit orders them right."""
+    right = []
+    for ex in examples:
+        g = np.array([c.scores[ORACLE] for c in ex.candidates])
+        m = matrices[ex.id]
+        for i in range(len(g)):
+            for j in range(i + 1, len(g)):
+                if abs(g[i] - g[j]) >= margin:
+                    right.append((m[i, j] - m[j, i] > 0) == (g[i] > g[j]))
+    return float(np.mean(right))
+
+
 def held_out_sources(pairs_file: Path, fraction: float = 0.1, seed: int = 0) -> set[str]:
     """The instructions ``llmblend train ranker`` holds out (val_fraction, seed): never trained on."""
     sources = sorted({prompt_text(p.prompt) for p in read_preferences(pairs_file)})
@@ -202,28 +234,38 @@ def main() -> None:
             terms_dev = dev_terms(dev, pool, combo, settings, embeddings)
             rankings[label] = rank_with_pool(dev, terms_dev, combo, scorer, strategy="pool-seeded")
             full_of[label] = rank_with_pool(dev, terms_dev, combo, scorer, strategy="full")
-            full_cv[label] = full_cv_top1(features, terms, length_scale)
+            full_cv[label] = full_cv_top1(features, terms, length_scale, combo.threshold, scorer)
         # + the ranker, calibrated on H with strengths that never saw H
-        h_features = example_features(
-            h,
-            fit_pool_from(data.without(held), settings),
-            oracle=ORACLE,
-            length_scale=length_scale,
-            settings=settings,
-            embeddings=[embeddings[ex.id] for ex in h],
-            matrices=[matrices[ex.id] for ex in h],
-        )
-        label = f"all free terms + ranker, calibrated on H{' (per category)' if categories else ''}"
-        combo = fit_combination(
-            h_features, (*FREE, "ranker"), length_scale=length_scale, threshold_rule=args.threshold_rule
-        )
-        combos[label] = combo
-        terms_dev = dev_terms(dev, pool, combo, settings, embeddings, matrices)
-        rankings[label] = rank_with_pool(dev, terms_dev, combo, scorer, strategy="pool-seeded")
-        full_of[label] = rankings[f"{label}, full"] = rank_with_pool(
-            dev, terms_dev, combo, scorer, strategy="full"
-        )
-        full_cv[label] = full_cv_top1(h_features, (*FREE, "ranker"), length_scale)
+        suffix = " (per category)" if categories else ""
+        rankers = {f"all free terms + ranker, calibrated on H{suffix}": matrices}
+        if not categories:
+            for tau in SIMULATED_NOISE:
+                sim = simulated_matrices(h + dev, tau)
+                acc = pair_accuracy(dev, sim)
+                rankers[f"all free terms + simulated ranker (τ={tau}, {acc:.0%} dev pairs), on H"] = sim
+        for label, ranker_logits in rankers.items():
+            h_features = example_features(
+                h,
+                fit_pool_from(data.without(held), settings),
+                oracle=ORACLE,
+                length_scale=length_scale,
+                settings=settings,
+                embeddings=[embeddings[ex.id] for ex in h],
+                matrices=[ranker_logits[ex.id] for ex in h],
+            )
+            combo = fit_combination(
+                h_features, (*FREE, "ranker"), length_scale=length_scale, threshold_rule=args.threshold_rule
+            )
+            combos[label] = combo
+            terms_dev = dev_terms(dev, pool, combo, settings, embeddings, ranker_logits)
+            sim_scorer = lookup_scorer(ranker_logits, h + dev)
+            rankings[label] = rank_with_pool(dev, terms_dev, combo, sim_scorer, strategy="pool-seeded")
+            full_of[label] = rankings[f"{label}, full"] = rank_with_pool(
+                dev, terms_dev, combo, sim_scorer, strategy="full"
+            )
+            full_cv[label] = full_cv_top1(
+                h_features, (*FREE, "ranker"), length_scale, combo.threshold, sim_scorer
+            )
     print(f"fits: {time.perf_counter() - started:.0f} s")
     ship = max((k for k in cv), key=lambda k: cv[k])
     same_pick = {
@@ -242,16 +284,16 @@ def mean_pick(examples, rankings) -> float:
     )
 
 
-def full_cv_top1(features, terms, length_scale: float) -> float:
-    """Train cross-validated top-1 of the ``full`` strategy: in each fold, the weights fitted on the
-    other folds and the pick the candidate with the highest mean combined log-odds."""
+def full_cv_top1(features, terms, length_scale: float, threshold: float, scorer) -> float:
+    """Train cross-validated top-1 of the ``full`` strategy: in each fold, the bias and weights
+    fitted on the other folds and the threshold the pool-seeded strategy's cross-validation chose;
+    ``scorer`` replays the ranker's logits (asked only when the ranker is a term)."""
     picked = []
-    for _, weights, test in cross_fits(features, terms):
-        combo = Combination(weights, length_scale=length_scale)
-        for k in test:
-            logits = combo.logits(features.terms[k])
-            np.fill_diagonal(logits, 0.0)
-            picked.append(features.truth[k][int(np.argmax(logits.sum(axis=1)))])
+    for bias, weights, test in cross_fits(features, terms):
+        combo = Combination(weights, length_scale=length_scale, threshold=threshold, bias=bias)
+        examples, fold_terms = [features.examples[k] for k in test], [features.terms[k] for k in test]
+        ranked = rank_with_pool(examples, fold_terms, combo, scorer, strategy="full")
+        picked += [features.truth[k][r.best] for k, r in zip(test, ranked, strict=True)]
     return float(np.mean(picked))
 
 
@@ -269,7 +311,7 @@ def forwards_plot(path, dev, rankings, ship) -> None:
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for label, ranked in rankings.items():
-        if "per category" in label:
+        if "per category" in label or "simulated" in label:
             continue
         forwards = float(np.mean([r.n_forward for r in ranked]))
         marker = "*" if label == ship else ("o" if label.startswith("pairranker") else "s")
@@ -315,8 +357,8 @@ def write_report(args, dev, rankings, combos, cv, ship, n_held, same_pick) -> No
         "instructions the ranker never trained on. 'train CV top-1' is what chose the shipped row; the "
         "best single model scores 0.1155 there.\n",
         markdown_table((header, rows)),
-        "\n**Pool-seeded vs full** (the same combination, every pair scored and candidates ordered by "
-        "mean combined log-odds): the share of dev instructions with the same pick, and full's dev "
+        "\n**Pool-seeded vs full** (the same combination and threshold; full's ranker evidence from "
+        "strengths fitted to every pair): the share of dev instructions with the same pick, and full's dev "
         "top-1 and train CV top-1 (the ranker rows: CV on the held-out train instructions):\n",
         *(
             f"- {k}: {fmt_percent(same)}% same pick; full {fmt_number(top1)} (CV {fmt_number(full)})"

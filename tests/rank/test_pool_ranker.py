@@ -102,6 +102,48 @@ def test_full_and_prior_strategies() -> None:
         ranker.rank([ex], strategy="bogus")
 
 
+def test_full_needs_the_threshold_too_not_just_a_better_mean() -> None:
+    # 'good' (alpha) vs 'best' (delta): pool −0.5, ranker +1.0 → log-odds +0.5 for 'good', σ = 0.62
+    ex = example([("good", "alpha"), ("best", "delta")])
+    for strategy in ("full", "pool-seeded"):
+        assert pool_ranker(threshold=0.8)[0].rank([ex], strategy=strategy)[0].best == 1
+        assert pool_ranker(threshold=0.6)[0].rank([ex], strategy=strategy)[0].best == 0
+
+
+def test_on_consistent_evidence_full_ranks_as_pool_seeded_with_more_forwards() -> None:
+    # the scripted ranker's debiased logits and the pool term are differences of per-candidate values,
+    # so the strengths fitted to all pairs give every challenger exactly its log-odds vs the favourite
+    ex = example([("poor", "delta"), ("good", "eps"), ("best", "alpha"), ("poor", "gamma"), ("x", "beta")])
+    for threshold in (0.5, 0.8, 0.999):
+        ranker, _ = pool_ranker(threshold=threshold)
+        (seeded,) = ranker.rank([ex], strategy="pool-seeded")
+        (full,) = ranker.rank([ex], strategy="full")
+        assert (seeded.n_forward, full.n_forward) == (8, 20)
+        assert full.order == seeded.order
+        assert full.scores == pytest.approx(seeded.scores)
+
+
+def test_full_outvotes_one_misjudged_pair_with_the_others() -> None:
+    class MisjudgesOnePair(ScriptedRanker):
+        """Reverses its verdict on gamma vs alpha; every other pair as the scripted ranker."""
+
+        def pair_logits(self, queries):
+            logits = super().pair_logits(queries)
+            flip = [{q.first, q.second} == {"alpha", "gamma"} for q in queries]
+            return np.where(flip, 2 * 0.7 - logits, logits)
+
+    pool = PoolModel(strengths={"best": 1.0, "good": 0.5}, judgements={"best": 10, "good": 10})
+    pool = pool.with_combination(Combination({"pool": 1.0, "ranker": 1.0}, threshold=0.5).to_dict())
+    ranker = PoolRanker(pool, MisjudgesOnePair(), category_of=None)
+    ex = example([("best", "alpha"), ("good", "gamma"), ("good", "delta"), ("good", "eps"), ("good", "beta")])
+    # the favourite's one meeting with gamma says −4; gamma's meetings with the other three and the
+    # favourite's with them say gamma is 4 better: strengths over all pairs give it +0.8
+    assert ranker.rank([ex], strategy="pool-seeded")[0].best == 0
+    (full,) = ranker.rank([ex], strategy="full")
+    assert full.best == 1
+    assert full.scores[1] == pytest.approx(-0.5 + 4 - 2 * 8 / 5)
+
+
 def test_examples_without_known_models_rank_exactly_as_the_base_ranker() -> None:
     ranker, base = pool_ranker()
     unknown = example([("x", "alpha"), ("y", "gamma"), ("z", "delta")], "u")

@@ -4,18 +4,24 @@ LLM-Blender's premise is that "the best LLM differs per input" (§1); but on ave
 pool is clearly best, so a selector that ignores who answered leaves that model on weak evidence.
 :class:`PoolRanker` scores pairs with the calibrated combination of :mod:`llmblend.rank.combine`
 (pool strengths, PairRanker's debiased logit, length, consensus, pool-weighted consensus) and
-offers three strategies:
+offers three strategies. They share one calibrated decision (:func:`incumbent_ranking`): the
+pool's favourite is the incumbent, and the best challenger replaces it only when its calibrated
+P(better than the incumbent) clears the stored threshold. They differ in the evidence behind
+that probability:
 
 =============  =====================================================================  ===============
-strategy       what it does                                                           forwards (N=11)
+strategy       the ranker's evidence that challenger c beats the favourite            forwards (N=11)
 =============  =====================================================================  ===============
-pool-seeded    the pool's favourite (highest strength) is the incumbent; every other  2(N−1) (20)
-               candidate meets it once (both orders, one round); the challenger with
-               the highest calibrated P(better than the incumbent) replaces it only
-               when that probability clears the stored threshold
-full           every pair scored; candidates ranked by mean combined log-odds         N(N−1) (110)
-prior          the free terms alone (pool, length, relative length, consensus)        0
+pool-seeded    c meets the favourite once (both orders, one round): its debiased      2(N−1) (20)
+               logit on that pair
+full           every pair scored: the difference of the Bradley–Terry least-squares   N(N−1) (110)
+               strengths fitted to all its debiased logits
+prior          none: the free terms alone                                             0
 =============  =====================================================================  ===============
+
+The free terms (pool, length, relative length, consensus) cost no forward and are exact for any
+pair, so every strategy weighs their c-vs-favourite value; a combination that gives the ranker no
+weight ranks alike under all three.
 
 An example none of whose candidates come from a model the pool knows is ranked by the base ranker
 exactly as without a pool (its own strategy), so a pool never hurts where it has nothing to say.
@@ -52,8 +58,9 @@ log = logging.getLogger(__name__)
 POOL_STRATEGIES: dict[str, str] = {
     "pool-seeded": "the pool's favourite is the incumbent; challengers need the calibrated threshold "
     "to replace it: 2(N-1) forwards",
-    "full": "every pair scored and combined; mean combined log-odds: N(N-1) forwards",
-    "prior": "pool, length and consensus terms only: no ranker forward",
+    "full": "every pair scored; the ranker's evidence from strengths fitted to all pairs, the same "
+    "threshold: N(N-1) forwards",
+    "prior": "the pool, length and consensus terms only: no ranker forward",
 }
 DEFAULT_POOL_STRATEGY = "pool-seeded"
 
@@ -90,51 +97,57 @@ def free_terms(
     return terms
 
 
-def combined_matrix(free: np.ndarray, ranker: np.ndarray | None, weight: float) -> np.ndarray:
-    """Combined log-odds ``[N, N]``: the free part plus ``weight ×`` the debiased ranker logit where
-    that pair was scored (the free part alone elsewhere, the expectation when a margin is unknown)."""
-    if ranker is None or weight == 0.0:
-        return free.copy()
-    debiased = debias(ranker)
-    return np.where(np.isnan(debiased), free, free + weight * np.nan_to_num(debiased))
+def incumbent_ranking(
+    advantage: np.ndarray, favourite: int, combination: Combination, n_forward: int = 0
+) -> Ranking:
+    """The calibrated incumbent decision every pool strategy makes.
+
+    ``advantage[c]`` is the combined log-odds (without the intercept) that challenger ``c`` is
+    better than the ``favourite``; σ(bias + advantage[c]) is the calibrated probability
+    (:func:`~llmblend.rank.combine.fit_switch`). The best challenger replaces the favourite when
+    that probability clears ``threshold``. Scores: bias + advantage for challengers and
+    logit(threshold) for the favourite, so the order agrees with the decision.
+    """
+    scores = combination.bias + np.asarray(advantage, dtype=np.float64)
+    scores[favourite] = math.log(combination.threshold / (1 - combination.threshold))
+    return winner_first(scores, int(np.argmax(scores)), n_forward)
 
 
-def _mean_log_odds(matrix: np.ndarray) -> np.ndarray:
-    m = matrix.copy()
-    np.fill_diagonal(m, 0.0)
-    return m.sum(axis=1) / max(len(m) - 1, 1)
+def strengths_from_log_odds(matrix: np.ndarray) -> np.ndarray:
+    """Least-squares Bradley–Terry strengths of an antisymmetric log-odds matrix ``[N, N]``:
+    s_i = (1/N) Σ_j L[i, j], which minimises Σ (L[i, j] − (s_i − s_j))² when every pair is known;
+    the diagonal and unknown (NaN) entries count as 0."""
+    return np.nan_to_num(matrix).sum(axis=1) / max(len(matrix), 1)
 
 
 def pool_seeded_plan(match: Match, free: np.ndarray, combination: Combination, favourite: int) -> Plan:
-    """The incumbent strategy: every challenger meets the pool's favourite, both orders, one round.
-
-    z_c = bias + w · φ(c, favourite) is the calibrated log-odds that challenger c is better. The best
-    challenger replaces the favourite when σ(z_c) > ``threshold``. Scores: z_c for challengers and
-    logit(threshold) for the favourite, so the order agrees with the decision.
-    """
+    """Every challenger meets the pool's favourite, both orders, one round: the ranker's evidence
+    that c is better is its debiased logit on that one pair."""
     weight = combination.weight("ranker")
-    challengers = [c for c in range(match.n) if c != favourite]
+    advantage = free[:, favourite].copy()
     if weight != 0.0:
-        yield [p for c in challengers for p in ((c, favourite), (favourite, c))]
-    logits = combined_matrix(free, match.matrix, weight)
-    scores = np.empty(match.n)
-    scores[challengers] = combination.bias + logits[challengers, favourite]
-    scores[favourite] = math.log(combination.threshold / (1 - combination.threshold))
-    return winner_first(scores, int(np.argmax(scores)), match.n_forward)
+        yield [p for c in range(match.n) if c != favourite for p in ((c, favourite), (favourite, c))]
+        advantage += weight * np.nan_to_num(debias(match.matrix)[:, favourite])
+    return incumbent_ranking(advantage, favourite, combination, match.n_forward)
 
 
 def full_plan(match: Match, free: np.ndarray, combination: Combination, favourite: int) -> Plan:
-    """Every ordered pair in one round; candidates by mean combined log-odds."""
+    """Every ordered pair in one round: the ranker's evidence that c is better than the favourite is
+    the difference of the strengths fitted to all its debiased logits (indirect comparisons count,
+    a pair's noise is averaged). The free terms are exact for any pair: their c-vs-favourite value."""
     weight = combination.weight("ranker")
     n = match.n
+    advantage = free[:, favourite].copy()
     if weight != 0.0:
         yield [(i, j) for i in range(n) for j in range(n) if i != j]
-    return Ranking.from_scores(_mean_log_odds(combined_matrix(free, match.matrix, weight)), match.n_forward)
+        strengths = strengths_from_log_odds(debias(match.matrix))
+        advantage += weight * (strengths - strengths[favourite])
+    return incumbent_ranking(advantage, favourite, combination, match.n_forward)
 
 
 def prior_plan(match: Match, free: np.ndarray, combination: Combination, favourite: int) -> Plan:
-    """No ranker forward: the free terms alone."""
-    return Ranking.from_scores(_mean_log_odds(free), 0)
+    """No ranker forward: the free terms' c-vs-favourite log-odds alone."""
+    return incumbent_ranking(free[:, favourite], favourite, combination, 0)
     yield  # a generator that never asks for a pair
 
 

@@ -44,7 +44,7 @@ from llmblend.rank.pool import (
     id_prefix_category,
     length_statistics,
 )
-from llmblend.rank.pool_ranker import free_terms, pool_favourite
+from llmblend.rank.pool_ranker import free_terms, incumbent_ranking, pool_favourite
 from llmblend.types import Example, PreferencePair, prompt_text
 
 log = logging.getLogger(__name__)
@@ -391,12 +391,9 @@ def _fit(features: Features, rows: Iterable[int], terms: Sequence[str]) -> tuple
 
 def _pick_score(features: Features, k: int, combination: Combination) -> float:
     """The oracle score of the pool-seeded pick of example ``k`` (the ranker term from its matrix)."""
-    terms, fav = features.terms[k], features.favourites[k]
-    z = combination.bias + combination.logits(terms)[:, fav]
-    z[fav] = -np.inf
-    best = int(np.argmax(z))
-    switch = 1 / (1 + np.exp(-z[best])) > combination.threshold
-    return float(features.truth[k][best if switch else fav])
+    fav = features.favourites[k]
+    pick = incumbent_ranking(combination.logits(features.terms[k])[:, fav], fav, combination).best
+    return float(features.truth[k][pick])
 
 
 def _calibration(features: Features, combination: Combination) -> dict[str, Any]:
