@@ -272,6 +272,7 @@ def main() -> None:
         label: (same_top1(rankings[label], full), mean_pick(dev, full), full_cv[label])
         for label, full in full_of.items()
     }
+    print(f"the ranker orders {pair_accuracy(dev, matrices):.1%} of dev pairs >= 0.1 apart right")
     write_report(args, dev, rankings, combos, cv, ship, len(h), same_pick)
     threshold_plot(args.plot, dev, data, combos[ship], ship, embeddings, scorer, length_scale)
     forwards_plot(args.plot.with_name(args.plot.stem + "-forwards.png"), dev, rankings, ship)
