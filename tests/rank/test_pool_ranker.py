@@ -142,6 +142,7 @@ def test_full_outvotes_one_misjudged_pair_with_the_others() -> None:
     (full,) = ranker.rank([ex], strategy="full")
     assert full.best == 1
     assert full.scores[1] == pytest.approx(-0.5 + 4 - 2 * 8 / 5)
+    assert full.terms == pytest.approx({"pool": -0.5, "ranker": 0.8})
 
 
 def test_examples_without_known_models_rank_exactly_as_the_base_ranker() -> None:

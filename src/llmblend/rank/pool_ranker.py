@@ -120,6 +120,18 @@ def strengths_from_log_odds(matrix: np.ndarray) -> np.ndarray:
     return np.nan_to_num(matrix).sum(axis=1) / max(len(matrix), 1)
 
 
+def ranker_evidence(matrix: np.ndarray, strategy: str) -> np.ndarray:
+    """The ranker's log-odds ``[N, N]`` that i beats j, as ``strategy`` weighs them: its debiased
+    logit on that pair (NaN where it was not scored), or for ``full`` the difference of the
+    strengths fitted to all its debiased logits (indirect comparisons count, a pair's noise is
+    averaged)."""
+    debiased = debias(matrix)
+    if strategy != "full":
+        return debiased
+    strengths = strengths_from_log_odds(debiased)
+    return strengths[:, None] - strengths[None, :]
+
+
 def pool_seeded_plan(match: Match, free: np.ndarray, combination: Combination, favourite: int) -> Plan:
     """Every challenger meets the pool's favourite, both orders, one round: the ranker's evidence
     that c is better is its debiased logit on that one pair."""
@@ -127,21 +139,19 @@ def pool_seeded_plan(match: Match, free: np.ndarray, combination: Combination, f
     advantage = free[:, favourite].copy()
     if weight != 0.0:
         yield [p for c in range(match.n) if c != favourite for p in ((c, favourite), (favourite, c))]
-        advantage += weight * np.nan_to_num(debias(match.matrix)[:, favourite])
+        advantage += weight * np.nan_to_num(ranker_evidence(match.matrix, "pool-seeded")[:, favourite])
     return incumbent_ranking(advantage, favourite, combination, match.n_forward)
 
 
 def full_plan(match: Match, free: np.ndarray, combination: Combination, favourite: int) -> Plan:
-    """Every ordered pair in one round: the ranker's evidence that c is better than the favourite is
-    the difference of the strengths fitted to all its debiased logits (indirect comparisons count,
-    a pair's noise is averaged). The free terms are exact for any pair: their c-vs-favourite value."""
+    """Every ordered pair in one round: the ranker's evidence from strengths fitted to all pairs
+    (:func:`ranker_evidence`). The free terms are exact for any pair: their c-vs-favourite value."""
     weight = combination.weight("ranker")
     n = match.n
     advantage = free[:, favourite].copy()
     if weight != 0.0:
         yield [(i, j) for i in range(n) for j in range(n) if i != j]
-        strengths = strengths_from_log_odds(debias(match.matrix))
-        advantage += weight * (strengths - strengths[favourite])
+        advantage += weight * ranker_evidence(match.matrix, "full")[:, favourite]
     return incumbent_ranking(advantage, favourite, combination, match.n_forward)
 
 
@@ -183,7 +193,9 @@ def rank_with_pool(
 
     rankings = run_plans(rank_items(examples), score_pairs, plan_for)
     return [
-        _with_terms(r, terms[k], favourites[k], played[k], combination) if k in played and r.ok else r
+        _with_terms(r, terms[k], favourites[k], played[k], combination, strategy)
+        if k in played and r.ok
+        else r
         for k, r in enumerate(rankings)
     ]
 
@@ -200,13 +212,15 @@ def _with_terms(
     favourite: int,
     match: Match,
     combination: Combination,
+    strategy: str,
 ) -> Ranking:
-    """The ranking with each term's share of the pick's log-odds against the pool's favourite."""
+    """The ranking with each term's share of the pick's log-odds against the pool's favourite (the
+    ranker's as ``strategy`` weighs it)."""
     pick = ranking.order[0]
     rival = favourite if favourite != pick else ranking.order[1]
     shares = combination.contributions(terms, pick, rival)
     if combination.uses_ranker:
-        margin = debias(match.matrix)[pick, rival]
+        margin = ranker_evidence(match.matrix, strategy)[pick, rival]
         shares["ranker"] = (
             None if np.isnan(margin) else round(float(combination.weight("ranker") * margin), 6)
         )
