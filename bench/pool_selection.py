@@ -12,6 +12,9 @@ Protocol (dev is only ever evaluated; nothing is chosen on it):
 * dev (120 instructions × 11 models): top-1 mean ``gpt4_win``, share ≥ the best single model, share
   in the oracle top 3, Spearman, forwards per instruction, and a paired bootstrap interval of the
   top-1 gain over always answering with the best single model; the threshold trade-off plot.
+* Whether pool-seeded's 2(N−1) forwards pick what full's N(N−1) pick: the same strategies with
+  the ranker term calibrated on H, for the shipped ranker and for simulated rankers that carry
+  weight (:func:`simulated_matrices`).
 
 The ranker's raw logits for every ordered pair of H ∪ dev are computed once and cached; strategies
 replay them through the library's own code (:func:`llmblend.rank.pool_ranker.rank_with_pool`),
@@ -258,13 +261,13 @@ def main() -> None:
             )
             combos[label] = combo
             terms_dev = dev_terms(dev, pool, combo, settings, embeddings, ranker_logits)
-            sim_scorer = lookup_scorer(ranker_logits, h + dev)
-            rankings[label] = rank_with_pool(dev, terms_dev, combo, sim_scorer, strategy="pool-seeded")
+            replay = lookup_scorer(ranker_logits, h + dev)
+            rankings[label] = rank_with_pool(dev, terms_dev, combo, replay, strategy="pool-seeded")
             full_of[label] = rankings[f"{label}, full"] = rank_with_pool(
-                dev, terms_dev, combo, sim_scorer, strategy="full"
+                dev, terms_dev, combo, replay, strategy="full"
             )
             full_cv[label] = full_cv_top1(
-                h_features, (*FREE, "ranker"), length_scale, combo.threshold, sim_scorer
+                h_features, (*FREE, "ranker"), length_scale, combo.threshold, replay
             )
     print(f"fits: {time.perf_counter() - started:.0f} s")
     ship = max((k for k in cv), key=lambda k: cv[k])
