@@ -20,8 +20,8 @@ Terms (each an antisymmetric ``float64[N, N]`` matrix per example, ``φ[i, j] = 
 only, with an intercept ``b`` (the incumbent's edge): exactly the decision the pool-seeded
 strategy makes. Each pair weighs its oracle-score gap, so the fit cares most about the
 pairs whose order moves the picked answer's score. The ``full`` strategy makes the same decision
-with the same intercept and threshold, its evidence on each challenger vs the favourite taken
-from strengths fitted to every pair (:func:`~llmblend.rank.pool_ranker.strengths_from_log_odds`).
+with the same intercept and threshold; only its ranker evidence differs: the ranker's strengths
+fitted to every pair (:func:`~llmblend.rank.pool_ranker.ranker_evidence`).
 """
 
 from __future__ import annotations

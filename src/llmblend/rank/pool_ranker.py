@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from llmblend.errors import LlmblendError
-from llmblend.rank.aggregate import debias
+from llmblend.rank.aggregate import debias, least_squares
 from llmblend.rank.base import PairScorer, rank_items
 from llmblend.rank.combine import (
     FREE_TERMS,
@@ -113,22 +113,15 @@ def incumbent_ranking(
     return winner_first(scores, int(np.argmax(scores)), n_forward)
 
 
-def strengths_from_log_odds(matrix: np.ndarray) -> np.ndarray:
-    """Least-squares Bradley–Terry strengths of an antisymmetric log-odds matrix ``[N, N]``:
-    s_i = (1/N) Σ_j L[i, j], which minimises Σ (L[i, j] − (s_i − s_j))² when every pair is known;
-    the diagonal and unknown (NaN) entries count as 0."""
-    return np.nan_to_num(matrix).sum(axis=1) / max(len(matrix), 1)
-
-
 def ranker_evidence(matrix: np.ndarray, strategy: str) -> np.ndarray:
     """The ranker's log-odds ``[N, N]`` that i beats j, as ``strategy`` weighs them: its debiased
     logit on that pair (NaN where it was not scored), or for ``full`` the difference of the
-    strengths fitted to all its debiased logits (indirect comparisons count, a pair's noise is
-    averaged)."""
-    debiased = debias(matrix)
+    Bradley–Terry least-squares strengths fitted to all of them
+    (:func:`~llmblend.rank.aggregate.least_squares`: indirect comparisons count, a pair's noise
+    is averaged)."""
     if strategy != "full":
-        return debiased
-    strengths = strengths_from_log_odds(debiased)
+        return debias(matrix)
+    strengths = least_squares(matrix)
     return strengths[:, None] - strengths[None, :]
 
 
