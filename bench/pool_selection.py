@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument(
         "--threshold-rule", default=DEFAULT_THRESHOLD_RULE, help="gated, best or one-se (llmblend train pool)"
     )
+    parser.add_argument("--simulation-seed", type=int, default=0, help="seed of the simulated rankers")
     args = parser.parse_args()
 
     from llmblend.rank.pairranker import PairRanker
@@ -243,7 +244,7 @@ def main() -> None:
         rankers = {f"all free terms + ranker, calibrated on H{suffix}": matrices}
         if not categories:
             for tau in SIMULATED_NOISE:
-                sim = simulated_matrices(h + dev, tau)
+                sim = simulated_matrices(h + dev, tau, args.simulation_seed)
                 acc = pair_accuracy(dev, sim)
                 rankers[f"all free terms + simulated ranker (τ={tau}, {acc:.0%} dev pairs), on H"] = sim
         for label, ranker_logits in rankers.items():
