@@ -45,7 +45,15 @@ from llmblend.train.pool import (
     instruction_folds,
     length_scale_of,
 )
-from pool_selection import ORACLE, bootstrap_gain, cached_embed, dev_terms, embeddings_of, lookup_scorer
+from pool_selection import (
+    ORACLE,
+    bootstrap_gain,
+    cached_embed,
+    dev_terms,
+    embeddings_of,
+    lookup_scorer,
+    mean_pick,
+)
 from ranker_headroom import Pool, fit_pairwise, labelled_pairs
 
 
@@ -113,10 +121,9 @@ def main() -> None:
         scored = matrices if "ranker" in terms else None
         dev_features = dev_terms(dev, dev_pool, combo, settings, embeddings, scored)
         ranked = rank_with_pool(dev, dev_features, combo, replay, strategy="pool-seeded")
-        picked = np.mean([ex.candidates[r.best].scores[ORACLE] for ex, r in zip(dev, ranked, strict=True)])
         gain, lo, hi = bootstrap_gain(dev, ranked, "OpenHermes-2.5-Mistral-7B")
         rows.append([
-            label, fmt_number(cv), fmt_number(best_cv), fmt_number(float(picked)),
+            label, fmt_number(cv), fmt_number(best_cv), fmt_number(mean_pick(dev, ranked)),
             f"{gain:+.4f} [{lo:+.4f}, {hi:+.4f}]",
             f"{combo.weight('ranker'):.3f}", str(combo.threshold),
         ])  # fmt: skip

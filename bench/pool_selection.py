@@ -35,6 +35,7 @@ import numpy as np
 from llmblend.data.mixinstruct import load_mixinstruct
 from llmblend.data.preferences import read_preferences
 from llmblend.eval.ranking import correlation, fmt_number, fmt_percent, markdown_table, selection_quality
+from llmblend.eval.ranking_measures import pairwise_accuracy
 from llmblend.rank.base import PairQuery, rank_items
 from llmblend.rank.combine import Combination
 from llmblend.rank.pool_ranker import rank_with_pool
@@ -85,16 +86,17 @@ def simulated_matrices(examples, tau: float, seed: int = 0) -> dict[str, np.ndar
 
 
 def pair_accuracy(examples, matrices, margin: float = 0.1) -> float:
-    """Share of candidate pairs ≥ ``margin`` apart in gpt4_win whose debiased logit orders them right."""
-    right = []
+    """Share of candidate pairs ≥ ``margin`` apart in gpt4_win whose debiased logit orders them right
+    (:func:`~llmblend.eval.ranking_measures.pairwise_accuracy`)."""
+    margins = []
     for ex in examples:
         g = np.array([c.scores[ORACLE] for c in ex.candidates])
         m = matrices[ex.id]
         for i in range(len(g)):
             for j in range(i + 1, len(g)):
                 if abs(g[i] - g[j]) >= margin:
-                    right.append((m[i, j] - m[j, i] > 0) == (g[i] > g[j]))
-    return float(np.mean(right))
+                    margins.append((m[i, j] - m[j, i]) * np.sign(g[i] - g[j]))
+    return pairwise_accuracy(margins).accuracy
 
 
 def held_out_sources(pairs_file: Path, fraction: float = 0.1, seed: int = 0) -> set[str]:
@@ -247,10 +249,11 @@ def main() -> None:
                 sim = simulated_matrices(h + dev, tau, args.simulation_seed)
                 acc = pair_accuracy(dev, sim)
                 rankers[f"all free terms + simulated ranker (τ={tau}, {acc:.0%} dev pairs), on H"] = sim
+        held_pool = fit_pool_from(data.without(held), settings)
         for label, ranker_logits in rankers.items():
             h_features = example_features(
                 h,
-                fit_pool_from(data.without(held), settings),
+                held_pool,
                 oracle=ORACLE,
                 length_scale=length_scale,
                 settings=settings,
